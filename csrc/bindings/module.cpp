@@ -1,0 +1,471 @@
+// drqindex._core: the only pybind11 file. Converts and checks numpy arrays, releases the GIL
+// around the C++ core, and turns Ctrl-C during long calls into KeyboardInterrupt.
+//
+// Arrays are never converted silently: every input must already have the exact dtype, the
+// expected number of dimensions and sizes, and be C-contiguous and aligned; otherwise ValueError
+// names what was expected and what was received. (The Python layer converts user input first;
+// a silent copy here would hide a missed conversion there.)
+//
+// Thread safety: a CodeStore carries a readers-writer lock. Every method takes it only after
+// releasing the GIL, so a thread waiting for the lock never holds the GIL that the lock holder
+// may need (the interrupt check re-acquires the GIL while a search holds the lock).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "drq/adc.h"
+#include "drq/codes.h"
+#include "drq/encode.h"
+#include "drq/parallel.h"
+#include "drq/search.h"
+#include "drq/simd_level.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Array checks
+
+// One expected dimension: a fixed size, or any size (kAny) shown under a symbolic name.
+struct Dim {
+    static constexpr py::ssize_t kAny = -1;
+    py::ssize_t size;
+    std::string label;  // e.g. "n"; used when size == kAny
+};
+
+Dim any_dim(const std::string& label) { return Dim{Dim::kAny, label}; }
+Dim fixed_dim(py::ssize_t size, const std::string& label = "") { return Dim{size, label}; }
+
+std::string shape_text(const std::vector<py::ssize_t>& shape) {
+    std::string text = "(";
+    for (size_t i = 0; i < shape.size(); ++i) {
+        if (i > 0) text += ", ";
+        text += std::to_string(shape[i]);
+    }
+    if (shape.size() == 1) text += ",";
+    return text + ")";
+}
+
+std::string expected_shape_text(const std::vector<Dim>& dims) {
+    std::string text = "(";
+    for (size_t i = 0; i < dims.size(); ++i) {
+        if (i > 0) text += ", ";
+        if (dims[i].size == Dim::kAny) {
+            text += dims[i].label;
+        } else if (!dims[i].label.empty()) {
+            text += dims[i].label + "=" + std::to_string(dims[i].size);
+        } else {
+            text += std::to_string(dims[i].size);
+        }
+    }
+    if (dims.size() == 1) text += ",";
+    return text + ")";
+}
+
+std::string describe_array(const py::array& arr) {
+    std::vector<py::ssize_t> shape(arr.shape(), arr.shape() + arr.ndim());
+    return std::string(py::str(arr.dtype())) + " array of shape " + shape_text(shape);
+}
+
+template <class T>
+bool has_dtype(const py::array& arr) {
+    // EquivTypes: accepts e.g. int64 spelled 'l' or 'q', rejects other byte orders.
+    return py::isinstance<py::array_t<T>>(arr);
+}
+
+// Checks `obj` against one of the dtypes T... (by equivalence), the dims, C-contiguity and
+// alignment. Returns the array (no copy). `dtype_text` names the accepted dtypes for messages.
+template <class... T>
+py::array require_array(const py::handle& obj, const char* arg, const char* dtype_text,
+                        const std::vector<Dim>& dims) {
+    const std::string expected = std::string(dtype_text) + " array of shape " +
+                                 expected_shape_text(dims) + ", C-contiguous";
+    if (!py::isinstance<py::array>(obj)) {
+        throw py::type_error(std::string(arg) + ": expected a numpy " + expected + ", got " +
+                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+    }
+    py::array arr = py::reinterpret_borrow<py::array>(obj);
+    const auto fail = [&](const std::string& why) {
+        throw std::invalid_argument(std::string(arg) + ": expected " + expected + ", got " +
+                                    describe_array(arr) + why);
+    };
+    if (!(has_dtype<T>(arr) || ...)) fail("");
+    if (arr.ndim() != static_cast<py::ssize_t>(dims.size())) fail("");
+    for (size_t i = 0; i < dims.size(); ++i) {
+        if (dims[i].size != Dim::kAny && arr.shape(static_cast<py::ssize_t>(i)) != dims[i].size) {
+            fail("");
+        }
+    }
+    if (!(arr.flags() & py::array::c_style)) fail(" that is not C-contiguous");
+    if (!(arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) fail(" that is not aligned");
+    return arr;
+}
+
+template <class T>
+const T* data_of(const py::array& arr) {
+    return static_cast<const T*>(arr.data());
+}
+
+// Hands a std::vector to numpy without copying: the array owns the vector through a capsule.
+template <class T>
+py::array_t<T> vector_to_array(std::vector<T>&& values, std::vector<py::ssize_t> shape) {
+    auto* owned = new std::vector<T>(std::move(values));
+    py::capsule owner(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>(shape, owned->data(), owner);
+}
+
+// Validates vectors [start, start + n) against the store (n = None: up to the end); returns n.
+size_t resolve_range(const drq::CodeStore& store, int64_t start, std::optional<int64_t> n,
+                     const char* what) {
+    const size_t ntotal = store.ntotal();
+    if (start < 0 || static_cast<uint64_t>(start) > ntotal) {
+        throw std::out_of_range(std::string(what) + ": start=" + std::to_string(start) +
+                                " is outside [0, ntotal=" + std::to_string(ntotal) + "]");
+    }
+    const size_t available = ntotal - static_cast<size_t>(start);
+    if (!n) return available;
+    if (*n < 0 || static_cast<uint64_t>(*n) > available) {
+        throw std::out_of_range(std::string(what) + ": n=" + std::to_string(*n) +
+                                " vectors from start=" + std::to_string(start) +
+                                " do not fit in ntotal=" + std::to_string(ntotal));
+    }
+    return static_cast<size_t>(*n);
+}
+
+size_t to_size(int64_t value, const char* name, int64_t min_value) {
+    if (value < min_value) {
+        throw std::invalid_argument(std::string(name) + " must be >= " +
+                                    std::to_string(min_value) + ", got " + std::to_string(value));
+    }
+    return static_cast<size_t>(value);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GIL release with Ctrl-C support
+
+// Runs fn(interrupt_callback) without the GIL. The callback, called by the core on this thread
+// every few milliseconds, takes the GIL back and runs the Python signal handlers; if one raised
+// (KeyboardInterrupt for Ctrl-C), the core stops and that Python exception is raised here.
+template <class Fn>
+void run_interruptible(Fn&& fn) {
+    std::optional<py::error_already_set> pending;
+    const drq::InterruptCallback check_signals = [&pending]() -> bool {
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() != 0) {
+            pending.emplace();  // fetches (and clears) the exception the handler raised
+            return true;
+        }
+        return false;
+    };
+    try {
+        py::gil_scoped_release release;
+        fn(check_signals);
+    } catch (const drq::Interrupted&) {
+        if (pending) throw py::error_already_set(*pending);
+        throw;  // translated to KeyboardInterrupt
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CodeStore with its lock
+
+struct PyCodeStore {
+    explicit PyCodeStore(size_t M) : store(M) {}
+    drq::CodeStore store;
+    mutable std::shared_mutex mutex;
+};
+
+py::tuple search_impl(const PyCodeStore& s, const py::object& tables_obj,
+                      const py::object& qnorms_obj, const py::object& scales_obj, int64_t iters,
+                      int64_t k, int64_t metric, bool reference) {
+    const py::ssize_t M = static_cast<py::ssize_t>(s.store.M());
+    // (nq, K): one table shared by all iterations; (nq, T, K): one table per iteration.
+    const bool per_iteration_tables = py::isinstance<py::array>(tables_obj) &&
+                                      py::reinterpret_borrow<py::array>(tables_obj).ndim() == 3;
+    py::array tables =
+        per_iteration_tables
+            ? require_array<float>(tables_obj, "tables", "float32",
+                                   {any_dim("nq"), any_dim("T"), any_dim("K")})
+            : require_array<float>(tables_obj, "tables", "float32", {any_dim("nq"), any_dim("K")});
+    const py::ssize_t nq = tables.shape(0);
+    py::array qnorms = require_array<float>(qnorms_obj, "qnorms", "float32", {fixed_dim(nq, "nq")});
+    py::array scales = require_array<float>(scales_obj, "scales", "float32", {fixed_dim(M, "M")});
+    if (metric != 0 && metric != 1) {
+        throw std::invalid_argument("metric must be 0 (L2) or 1 (inner product), got " +
+                                    std::to_string(metric));
+    }
+
+    drq::SearchParams params;
+    params.tables = data_of<float>(tables);
+    params.nq = static_cast<size_t>(nq);
+    params.K = static_cast<size_t>(tables.shape(per_iteration_tables ? 2 : 1));
+    params.tables_per_query = per_iteration_tables ? static_cast<size_t>(tables.shape(1)) : 1;
+    if (per_iteration_tables && params.tables_per_query == 0) {
+        throw std::invalid_argument("tables: the per-iteration axis T is empty");
+    }
+    params.qnorms = data_of<float>(qnorms);
+    params.scales = data_of<float>(scales);
+    params.iters = to_size(iters, "iters", 1);
+    params.k = to_size(k, "k", 1);
+    params.metric = metric == 0 ? drq::Metric::L2 : drq::Metric::InnerProduct;
+
+    py::array_t<float> distances({nq, static_cast<py::ssize_t>(params.k)});
+    py::array_t<int64_t> labels({nq, static_cast<py::ssize_t>(params.k)});
+    float* d_out = distances.mutable_data();
+    int64_t* l_out = labels.mutable_data();
+
+    if (reference) {
+        py::gil_scoped_release release;
+        std::shared_lock<std::shared_mutex> lock(s.mutex);
+        drq::search_reference(s.store, params, d_out, l_out);
+    } else {
+        const int nthreads = drq::get_num_threads();
+        const drq::SimdLevel level = drq::get_simd_level();  // read once per call
+        run_interruptible([&](const drq::InterruptCallback& interrupt) {
+            std::shared_lock<std::shared_mutex> lock(s.mutex);
+            drq::search(s.store, params, d_out, l_out, interrupt, nthreads, level);
+        });
+    }
+    return py::make_tuple(distances, labels);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() =
+        "drqindex C++ core: sequential (DRQ) code storage, greedy encoding and ADC search.\n"
+        "Inputs must have the exact dtype and be C-contiguous; nothing is converted.";
+
+    py::register_exception_translator([](std::exception_ptr error) {
+        try {
+            if (error) std::rethrow_exception(error);
+        } catch (const drq::Interrupted& e) {
+            PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
+        }
+    });
+
+    m.attr("BLOCK_SIZE") = drq::kBlockSize;
+
+    // --- SIMD level and threads --------------------------------------------------------------
+    m.def(
+        "simd_level", [] { return std::string(drq::simd_level_name(drq::get_simd_level())); },
+        "The SIMD level the kernels use now: 'scalar', 'avx2' or 'avx512'.");
+    m.def(
+        "supported_simd_levels",
+        [] {
+            std::vector<std::string> names;
+            for (drq::SimdLevel level : drq::supported_simd_levels()) {
+                names.emplace_back(drq::simd_level_name(level));
+            }
+            return names;
+        },
+        "The levels this CPU can run, narrowest first (always starts with 'scalar').");
+    m.def(
+        "set_simd_level",
+        [](const std::string& name) { drq::set_simd_level(drq::parse_simd_level(name)); },
+        py::arg("name"),
+        "Forces a SIMD level ('scalar', 'avx2', 'avx512'). ValueError if this CPU cannot run it.\n"
+        "The environment variable DRQ_SIMD_LEVEL sets the initial level (read once at load).");
+    m.def("get_num_threads", &drq::get_num_threads,
+          "Threads used by encode_greedy and search (default: the number of CPUs).");
+    m.def("set_num_threads", &drq::set_num_threads, py::arg("n"),
+          "Sets the threads used by encode_greedy and search (n >= 1).");
+
+    // --- encoding ----------------------------------------------------------------------------
+    m.def(
+        "encode_greedy",
+        [](const py::object& xc_obj, const py::object& gram_obj, const py::object& scales_obj) {
+            py::array xc = require_array<float>(xc_obj, "xc", "float32", {any_dim("n"), any_dim("K")});
+            const py::ssize_t n = xc.shape(0);
+            const py::ssize_t K = xc.shape(1);
+            if (K < 1 || K > 256) {
+                throw std::invalid_argument("xc: K (second dimension) must be in [1, 256], got " +
+                                            std::to_string(K));
+            }
+            py::array gram = require_array<float>(gram_obj, "gram", "float32",
+                                                  {fixed_dim(K, "K"), fixed_dim(K, "K")});
+            py::array scales = require_array<float>(scales_obj, "scales", "float32", {any_dim("M")});
+            const py::ssize_t M = scales.shape(0);
+            if (M < 1) throw std::invalid_argument("scales: M must be >= 1, got an empty array");
+
+            py::array_t<uint8_t> codes({n, M});
+            py::array_t<float> norms({n, M});
+            uint8_t* codes_out = codes.mutable_data();
+            float* norms_out = norms.mutable_data();
+            const int nthreads = drq::get_num_threads();
+            run_interruptible([&](const drq::InterruptCallback& interrupt) {
+                drq::encode_greedy(static_cast<size_t>(n), static_cast<size_t>(K),
+                                   static_cast<size_t>(M), data_of<float>(xc), data_of<float>(gram),
+                                   data_of<float>(scales), codes_out, norms_out, interrupt, nthreads);
+            });
+            return py::make_tuple(codes, norms);
+        },
+        py::arg("xc"), py::arg("gram"), py::arg("scales"),
+        "Greedy DRQ encoding from xc = x @ C.T (float32 (n, K)), gram = C @ C.T (float32 (K, K))\n"
+        "and scales (float32 (M,)). Returns (codes uint8 (n, M), norms float32 (n, M)) with\n"
+        "norms[i, m-1] = ||xhat_m(i)||^2. Multi-threaded, GIL released, Ctrl-C honoured.");
+
+    // --- CodeStore ---------------------------------------------------------------------------
+    py::class_<PyCodeStore>(m, "CodeStore",
+                            "Sequential codes in a blocked layout, per-prefix norms and int64 ids.")
+        .def(py::init([](int64_t M) { return std::make_unique<PyCodeStore>(to_size(M, "M", 1)); }),
+             py::arg("M"))
+        .def_property_readonly("M", [](const PyCodeStore& s) { return s.store.M(); })
+        .def_property_readonly("ntotal",
+                               [](const PyCodeStore& s) {
+                                   py::gil_scoped_release release;
+                                   std::shared_lock<std::shared_mutex> lock(s.mutex);
+                                   return s.store.ntotal();
+                               })
+        .def(
+            "memory_usage",
+            [](const PyCodeStore& s) {
+                py::gil_scoped_release release;
+                std::shared_lock<std::shared_mutex> lock(s.mutex);
+                return s.store.memory_usage();
+            },
+            "Bytes held by codes (blocked, padding included), norms and ids.")
+        .def(
+            "add",
+            [](PyCodeStore& s, const py::object& codes_obj, const py::object& norms_obj,
+               const py::object& ids_obj) {
+                const py::ssize_t M = static_cast<py::ssize_t>(s.store.M());
+                py::array codes = require_array<uint8_t>(codes_obj, "codes", "uint8",
+                                                         {any_dim("n"), fixed_dim(M, "M")});
+                const py::ssize_t n = codes.shape(0);
+                py::array norms = require_array<float>(norms_obj, "norms", "float32",
+                                                       {fixed_dim(n, "n"), fixed_dim(M, "M")});
+                py::array ids = require_array<int64_t>(ids_obj, "ids", "int64", {fixed_dim(n, "n")});
+                py::gil_scoped_release release;
+                std::unique_lock<std::shared_mutex> lock(s.mutex);
+                s.store.add(static_cast<size_t>(n), data_of<uint8_t>(codes), data_of<float>(norms),
+                            data_of<int64_t>(ids));
+            },
+            py::arg("codes"), py::arg("norms"), py::arg("ids"),
+            "Appends codes uint8 (n, M), norms float32 (n, M), ids int64 (n,). All or nothing.")
+        .def(
+            "get_codes",
+            [](const PyCodeStore& s, int64_t start, std::optional<int64_t> n) {
+                const size_t M = s.store.M();
+                std::vector<uint8_t> out;
+                size_t count = 0;
+                {
+                    py::gil_scoped_release release;
+                    std::shared_lock<std::shared_mutex> lock(s.mutex);
+                    count = resolve_range(s.store, start, n, "get_codes");
+                    out.resize(count * M);
+                    s.store.get_codes(static_cast<size_t>(start), count, out.data());
+                }
+                return vector_to_array(std::move(out), {static_cast<py::ssize_t>(count),
+                                                        static_cast<py::ssize_t>(M)});
+            },
+            py::arg("start") = 0, py::arg("n") = py::none(),
+            "Codes of vectors [start, start + n) as uint8 (n, M) (n=None: to the end).")
+        .def(
+            "get_norms",
+            [](const PyCodeStore& s, int64_t start, std::optional<int64_t> n) {
+                const size_t M = s.store.M();
+                std::vector<float> out;
+                size_t count = 0;
+                {
+                    py::gil_scoped_release release;
+                    std::shared_lock<std::shared_mutex> lock(s.mutex);
+                    count = resolve_range(s.store, start, n, "get_norms");
+                    out.resize(count * M);
+                    s.store.get_norms(static_cast<size_t>(start), count, out.data());
+                }
+                return vector_to_array(std::move(out), {static_cast<py::ssize_t>(count),
+                                                        static_cast<py::ssize_t>(M)});
+            },
+            py::arg("start") = 0, py::arg("n") = py::none(),
+            "Per-prefix norms of vectors [start, start + n) as float32 (n, M); [:, m-1] is "
+            "||xhat_m||^2.")
+        .def(
+            "get_ids",
+            [](const PyCodeStore& s) {
+                std::vector<int64_t> out;
+                {
+                    py::gil_scoped_release release;
+                    std::shared_lock<std::shared_mutex> lock(s.mutex);
+                    out.assign(s.store.ids(), s.store.ids() + s.store.ntotal());
+                }
+                const auto n = static_cast<py::ssize_t>(out.size());
+                return vector_to_array(std::move(out), {n});
+            },
+            "The stored ids, int64 (ntotal,), in storage order.")
+        .def(
+            "remove",
+            [](PyCodeStore& s, const py::object& mask_obj) {
+                py::array mask = require_array<bool, uint8_t>(mask_obj, "mask", "bool or uint8",
+                                                              {any_dim("ntotal")});
+                const size_t length = static_cast<size_t>(mask.shape(0));
+                const uint8_t* mask_data = data_of<uint8_t>(mask);
+                py::gil_scoped_release release;
+                std::unique_lock<std::shared_mutex> lock(s.mutex);
+                if (length != s.store.ntotal()) {
+                    throw std::invalid_argument("mask: expected shape (ntotal=" +
+                                                std::to_string(s.store.ntotal()) + ",), got (" +
+                                                std::to_string(length) + ",)");
+                }
+                return s.store.remove(mask_data);
+            },
+            py::arg("mask"),
+            "Removes the vectors where mask (bool or uint8, (ntotal,)) is nonzero, keeping the "
+            "order of the rest. Returns how many were removed.")
+        .def(
+            "reset",
+            [](PyCodeStore& s) {
+                py::gil_scoped_release release;
+                std::unique_lock<std::shared_mutex> lock(s.mutex);
+                s.store.reset();
+            },
+            "Removes everything and frees the memory.")
+        .def("__repr__", [](const PyCodeStore& s) {
+            size_t ntotal = 0;
+            {
+                py::gil_scoped_release release;
+                std::shared_lock<std::shared_mutex> lock(s.mutex);
+                ntotal = s.store.ntotal();
+            }
+            return "<drqindex._core.CodeStore M=" + std::to_string(s.store.M()) +
+                   " ntotal=" + std::to_string(ntotal) + ">";
+        });
+
+    // --- search ------------------------------------------------------------------------------
+    const char* search_doc =
+        "search(store, tables, qnorms, scales, iters, k, metric) -> (D float32 (nq, k), I int64 "
+        "(nq, k))\n"
+        "tables: float32 (nq, K), one table T = q @ C.T per query shared by all iterations, or\n"
+        "float32 (nq, T, K) with T >= iters, one table per iteration. qnorms: float32 (nq,),\n"
+        "||q||^2 (read for L2). scales: float32 (M,). metric: 0 = L2 (ascending), 1 = inner\n"
+        "product (descending). Missing results: I = -1, D = +inf (L2) / -inf (IP).\n"
+        "Equal distances rank by id, then storage order. GIL released, Ctrl-C honoured.";
+    m.def(
+        "search",
+        [](const PyCodeStore& s, const py::object& tables, const py::object& qnorms,
+           const py::object& scales, int64_t iters, int64_t k, int64_t metric) {
+            return search_impl(s, tables, qnorms, scales, iters, k, metric, false);
+        },
+        py::arg("store"), py::arg("tables"), py::arg("qnorms"), py::arg("scales"),
+        py::arg("iters"), py::arg("k"), py::arg("metric"), search_doc);
+    m.def(
+        "search_reference",
+        [](const PyCodeStore& s, const py::object& tables, const py::object& qnorms,
+           const py::object& scales, int64_t iters, int64_t k, int64_t metric) {
+            return search_impl(s, tables, qnorms, scales, iters, k, metric, true);
+        },
+        py::arg("store"), py::arg("tables"), py::arg("qnorms"), py::arg("scales"),
+        py::arg("iters"), py::arg("k"), py::arg("metric"),
+        "Same as search, computed by a plain single-threaded scalar loop with a full sort "
+        "(ignores the SIMD level and threads; for tests).");
+}

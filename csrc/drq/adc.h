@@ -1,0 +1,57 @@
+// Asymmetric distance computation (ADC) scans over blocked sequential codes.
+//
+// Code layout (see codes.h): vectors are grouped in blocks of kBlockSize; inside a block the
+// codes are iteration-major, codes[j * kBlockSize + i] = code of vector i at iteration j, so a
+// scan over the first m iterations reads the first m * kBlockSize bytes of each block.
+//
+// A scan computes, for every vector i of each block,
+//     acc[i] = sum_{j < m} scales[j] * lut[j * lut_stride + code_j(i)]
+// in this exact order: acc = 0; for j = 0..m-1: acc = acc + lut_value * scales[j], with a
+// separate rounding for the product and the sum (no fused multiply-add, and the kernel files
+// are compiled with -ffp-contract=off). Every lane of every ISA performs the same operations in
+// the same order, so all kernels return bit-identical results: search results do not depend on
+// the SIMD level or the thread count.
+//
+// The kernels for AVX2 and AVX-512 live in their own translation units, compiled with ISA flags;
+// those files include no C++ standard library templates, because inline functions instantiated
+// there would be compiled with wider instructions and could be picked by the linker for the
+// scalar code path (ODR merging).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "simd_level.h"
+
+namespace drq {
+
+// Vectors per code block. 32 = four 8-lane AVX2 registers or two 16-lane AVX-512 registers per
+// block: enough independent gathers in flight, and a small padding waste for the last block.
+constexpr size_t kBlockSize = 32;
+
+// Scans `nblocks` consecutive blocks.
+//   codes:       first block, nblocks * block_stride bytes (block_stride = M * kBlockSize)
+//   m:           iterations to accumulate, 1 <= m <= M
+//   lut:         lookup table(s); table j starts at lut + j * lut_stride. lut_stride = 0 shares
+//                one table for all iterations (shared DRQ codebook); lut_stride = K uses one
+//                table per iteration. Every code value must index inside its table.
+//   scales:      m floats, the per-iteration factor
+//   acc (out):   nblocks * kBlockSize floats, one per vector slot (padding slots included)
+using AdcScanFn = void (*)(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                           const float* lut, size_t lut_stride, const float* scales, float* acc);
+
+void adc_scan_ref(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                  const float* lut, size_t lut_stride, const float* scales, float* acc);
+
+#if defined(DRQ_HAVE_X86_SIMD)
+void adc_scan_avx2(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                   const float* lut, size_t lut_stride, const float* scales, float* acc);
+
+void adc_scan_avx512(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                     const float* lut, size_t lut_stride, const float* scales, float* acc);
+#endif
+
+// The kernel for a level. The caller must have checked simd_level_supported(level).
+AdcScanFn adc_scan_for(SimdLevel level);
+
+}  // namespace drq

@@ -1,0 +1,267 @@
+#include "search.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "adc.h"
+
+namespace drq {
+
+namespace {
+
+// Code bytes one tile of blocks should read per query (prefix bytes only): the tile stays in
+// L2 while a group of queries scans it, so the codes come from memory once per group.
+constexpr size_t kTileCodeBytes = 64 * 1024;
+// Bounds on blocks per tile; the upper bound also caps the accumulator buffer (16 KiB).
+constexpr size_t kMinTileBlocks = 4;
+constexpr size_t kMaxTileBlocks = 128;
+// Queries scanning a tile together (one work item, when parallel over queries).
+constexpr size_t kMaxQueryGroup = 8;
+// Table lookups (nq * ntotal * iters) per worker below which another thread is not worth
+// spawning (~0.1 ms of scanning vs tens of microseconds to start a thread).
+constexpr size_t kMinLookupsPerWorker = size_t(1) << 18;
+// Smallest database slice, in blocks, when the database is split between threads.
+constexpr size_t kMinSliceBlocks = 16;
+
+struct Plan {
+    size_t tile_blocks;
+    size_t query_group;
+    size_t ngroups;
+    size_t nslices;  // 1: parallel over queries; > 1: database split into slices
+    int nworkers;
+};
+
+Plan make_plan(const CodeStore& store, const SearchParams& p, int nthreads) {
+    Plan plan{};
+    plan.tile_blocks = std::clamp(kTileCodeBytes / (p.iters * kBlockSize), kMinTileBlocks,
+                                  kMaxTileBlocks);
+    const size_t lookups = p.nq * store.ntotal() * p.iters;
+    const size_t useful_workers = std::max<size_t>(1, lookups / kMinLookupsPerWorker);
+    const size_t nworkers = std::min<size_t>(static_cast<size_t>(std::max(1, nthreads)), useful_workers);
+    if (p.nq >= nworkers) {
+        plan.nslices = 1;
+        plan.query_group = std::clamp<size_t>(p.nq / nworkers, 1, kMaxQueryGroup);
+    } else {
+        plan.nslices = std::clamp<size_t>(store.nblocks() / kMinSliceBlocks, 1, nworkers);
+        plan.query_group = std::min(p.nq, kMaxQueryGroup);
+    }
+    plan.ngroups = (p.nq + plan.query_group - 1) / plan.query_group;
+    plan.nworkers = static_cast<int>(std::min(nworkers, plan.ngroups * plan.nslices));
+    return plan;
+}
+
+const float* table_for(const SearchParams& p, size_t q) {
+    return p.tables + q * p.tables_per_query * p.K;
+}
+
+size_t lut_stride_of(const SearchParams& p) { return p.tables_per_query == 1 ? 0 : p.K; }
+
+// Distance of one stored vector from its accumulated inner product. Shared by the blocked search
+// and the reference so both compute the same bits.
+template <Metric metric>
+inline float distance_from_ip(float ip, float qnorm, float vector_norm) {
+    if (metric == Metric::L2) return (qnorm + vector_norm) - 2.0f * ip;
+    return ip;
+}
+
+template <Metric metric>
+void search_with_metric(const CodeStore& store, const SearchParams& p, float* distances,
+                        int64_t* labels, const InterruptCallback& interrupt, int nthreads,
+                        AdcScanFn kernel) {
+    const Plan plan = make_plan(store, p, nthreads);
+    const size_t ntotal = store.ntotal();
+    const size_t nblocks = store.nblocks();
+    const size_t stride = store.block_stride();
+    const size_t lut_stride = lut_stride_of(p);
+    const float* norms = store.prefix_norms(p.iters);
+    const int64_t* ids = store.ids();
+
+    // Per-worker scratch, allocated up front so workers do not allocate per item.
+    struct WorkerScratch {
+        std::vector<float> acc;
+        std::vector<TopK<metric>> heaps;  // used when nslices == 1
+    };
+    std::vector<WorkerScratch> scratch(static_cast<size_t>(plan.nworkers));
+    for (auto& s : scratch) {
+        s.acc.resize(plan.tile_blocks * kBlockSize);
+        if (plan.nslices == 1) s.heaps.resize(plan.query_group);
+    }
+    // With database slices, every (slice, query) heap lives until the merge: slice-major.
+    // Only used when nq < nthreads, so this stays small.
+    std::vector<TopK<metric>> slice_heaps(plan.nslices > 1 ? plan.nslices * p.nq : 0);
+
+    Interrupter interrupter(interrupt);
+    parallel_for(plan.ngroups * plan.nslices, plan.nworkers, interrupter,
+                 [&](size_t item, int worker) {
+        const size_t group = item / plan.nslices;
+        const size_t slice = item % plan.nslices;
+        const size_t q0 = group * plan.query_group;
+        const size_t q1 = std::min(p.nq, q0 + plan.query_group);
+        const size_t b_begin = slice * nblocks / plan.nslices;
+        const size_t b_end = (slice + 1) * nblocks / plan.nslices;
+        const size_t slice_vectors = std::min(b_end * kBlockSize, ntotal) -
+                                     std::min(b_begin * kBlockSize, ntotal);
+
+        WorkerScratch& ws = scratch[static_cast<size_t>(worker)];
+        TopK<metric>* heaps =
+            plan.nslices == 1 ? ws.heaps.data() : slice_heaps.data() + slice * p.nq + q0;
+        for (size_t q = q0; q < q1; ++q) heaps[q - q0].set_capacity(std::min(p.k, slice_vectors));
+
+        float* acc = ws.acc.data();
+        for (size_t tile_begin = b_begin; tile_begin < b_end; tile_begin += plan.tile_blocks) {
+            if (interrupter.should_stop(worker)) return;
+            const size_t tile_end = std::min(b_end, tile_begin + plan.tile_blocks);
+            const size_t pos_begin = tile_begin * kBlockSize;
+            const size_t count = std::min(tile_end * kBlockSize, ntotal) - pos_begin;
+            const uint8_t* tile_codes = store.block_codes(tile_begin);
+            const float* tile_norms = norms + pos_begin;
+            const int64_t* tile_ids = ids + pos_begin;
+            for (size_t q = q0; q < q1; ++q) {
+                kernel(tile_codes, tile_end - tile_begin, stride, p.iters, table_for(p, q),
+                       lut_stride, p.scales, acc);
+                TopK<metric>& heap = heaps[q - q0];
+                if (metric == Metric::L2) {
+                    // Separate pass: vectorises.
+                    const float qnorm = p.qnorms[q];
+                    for (size_t i = 0; i < count; ++i) {
+                        acc[i] = distance_from_ip<metric>(acc[i], qnorm, tile_norms[i]);
+                    }
+                }
+                // Most candidates fail the threshold test; only the others reach the heap.
+                float threshold = heap.threshold();
+                for (size_t i = 0; i < count; ++i) {
+                    if (Ranking<metric>::may_enter(acc[i], threshold)) {
+                        heap.push(acc[i], tile_ids[i], static_cast<int64_t>(pos_begin + i));
+                        threshold = heap.threshold();
+                    }
+                }
+            }
+        }
+        if (plan.nslices == 1) {
+            for (size_t q = q0; q < q1; ++q) {
+                heaps[q - q0].write_sorted(p.k, distances + q * p.k, labels + q * p.k);
+            }
+        }
+    });
+
+    if (plan.nslices > 1) {
+        // nq < nthreads here: the merge is small, done on the calling thread.
+        TopK<metric> merged;
+        for (size_t q = 0; q < p.nq; ++q) {
+            merged.set_capacity(std::min(p.k, ntotal));
+            for (size_t slice = 0; slice < plan.nslices; ++slice) {
+                merged.merge(slice_heaps[slice * p.nq + q]);
+            }
+            merged.write_sorted(p.k, distances + q * p.k, labels + q * p.k);
+        }
+    }
+}
+
+template <Metric metric>
+void search_reference_with_metric(const CodeStore& store, const SearchParams& p,
+                                  float* distances, int64_t* labels) {
+    const size_t ntotal = store.ntotal();
+    const size_t lut_stride = lut_stride_of(p);
+    const float* norms = store.prefix_norms(p.iters);
+    const int64_t* ids = store.ids();
+    std::vector<Candidate> all;
+    all.reserve(ntotal);
+    for (size_t q = 0; q < p.nq; ++q) {
+        const float* table = table_for(p, q);
+        const float qnorm = metric == Metric::L2 ? p.qnorms[q] : 0.0f;
+        all.clear();
+        for (size_t pos = 0; pos < ntotal; ++pos) {
+            const uint8_t* slot =
+                store.block_codes(pos / kBlockSize) + pos % kBlockSize;
+            float ip = 0.0f;
+            for (size_t j = 0; j < p.iters; ++j) {
+                const float product = table[j * lut_stride + slot[j * kBlockSize]] * p.scales[j];
+                ip = ip + product;
+            }
+            const float dist = distance_from_ip<metric>(ip, qnorm, norms[pos]);
+            if (dist != dist) continue;  // NaN never ranks
+            all.push_back(Candidate{dist, ids[pos], static_cast<int64_t>(pos)});
+        }
+        std::sort(all.begin(), all.end(), Ranking<metric>::before);
+        for (size_t r = 0; r < p.k; ++r) {
+            const bool found = r < all.size();
+            distances[q * p.k + r] = found ? all[r].dist : Ranking<metric>::padding_distance();
+            labels[q * p.k + r] = found ? all[r].id : -1;
+        }
+    }
+}
+
+}  // namespace
+
+void validate_search(const CodeStore& store, const SearchParams& p) {
+    if (p.K == 0 || p.K > 256) {
+        throw std::invalid_argument("search: tables must have K in [1, 256] entries, got " +
+                                    std::to_string(p.K));
+    }
+    if (p.iters == 0 || p.iters > store.M()) {
+        throw std::invalid_argument("search: iters must be in [1, M=" + std::to_string(store.M()) +
+                                    "], got " + std::to_string(p.iters));
+    }
+    if (p.k == 0) throw std::invalid_argument("search: k must be >= 1");
+    if (p.tables_per_query != 1 && p.tables_per_query < p.iters) {
+        throw std::invalid_argument("search: " + std::to_string(p.tables_per_query) +
+                                    " tables per query: need 1 (shared) or >= iters=" +
+                                    std::to_string(p.iters));
+    }
+    if (p.metric != Metric::L2 && p.metric != Metric::InnerProduct) {
+        throw std::invalid_argument("search: unknown metric");
+    }
+    if (store.ntotal() > 0 && store.max_code() >= p.K) {
+        throw std::invalid_argument("search: stored codes go up to " +
+                                    std::to_string(store.max_code()) + " but tables have only K=" +
+                                    std::to_string(p.K) + " entries");
+    }
+    if (p.nq > 0 && (p.tables == nullptr || p.scales == nullptr ||
+                     (p.metric == Metric::L2 && p.qnorms == nullptr))) {
+        throw std::invalid_argument("search: null input array");
+    }
+}
+
+void search(const CodeStore& store, const SearchParams& params, float* distances,
+            int64_t* labels, const InterruptCallback& interrupt, int nthreads, SimdLevel level) {
+    validate_search(store, params);
+    if (!simd_level_supported(level)) {
+        throw std::invalid_argument(std::string("search: SIMD level ") + simd_level_name(level) +
+                                    " is not supported on this CPU");
+    }
+    if (params.nq == 0) return;
+    if (store.ntotal() == 0) {
+        // Nothing to scan: every result is padding (an empty heap writes only padding).
+        for (size_t q = 0; q < params.nq; ++q) {
+            float* d = distances + q * params.k;
+            int64_t* l = labels + q * params.k;
+            if (params.metric == Metric::L2) {
+                TopK<Metric::L2>().write_sorted(params.k, d, l);
+            } else {
+                TopK<Metric::InnerProduct>().write_sorted(params.k, d, l);
+            }
+        }
+        return;
+    }
+    const AdcScanFn kernel = adc_scan_for(level);
+    if (params.metric == Metric::L2) {
+        search_with_metric<Metric::L2>(store, params, distances, labels, interrupt, nthreads, kernel);
+    } else {
+        search_with_metric<Metric::InnerProduct>(store, params, distances, labels, interrupt,
+                                                 nthreads, kernel);
+    }
+}
+
+void search_reference(const CodeStore& store, const SearchParams& params, float* distances,
+                      int64_t* labels) {
+    validate_search(store, params);
+    if (params.metric == Metric::L2) {
+        search_reference_with_metric<Metric::L2>(store, params, distances, labels);
+    } else {
+        search_reference_with_metric<Metric::InnerProduct>(store, params, distances, labels);
+    }
+}
+
+}  // namespace drq

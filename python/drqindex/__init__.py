@@ -1,0 +1,28 @@
+"""drqindex: a faiss-compatible vector index over sequential (DRQ) codes.
+
+One model is trained once, every vector is encoded once into M bytes, and each search picks how
+many of those bytes to use. `import drqindex` never imports torch: only training does.
+"""
+from ._core import get_num_threads, set_num_threads, set_simd_level, simd_level, supported_simd_levels
+from .index_drq import IndexDRQ
+from .metrics import METRIC_INNER_PRODUCT, METRIC_L2
+from .params import SearchParametersDRQ
+from .quantizer import DRQQuantizer
+
+__version__ = "0.1.0"
+
+
+
+def __getattr__(name):
+    # drqindex.train (torch) and drqindex.data are imported on first use, so that a search-only
+    # process never pays for (or needs) torch.
+    if name in ("train", "data"):
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "IndexDRQ", "DRQQuantizer", "SearchParametersDRQ", "METRIC_L2", "METRIC_INNER_PRODUCT",
+    "simd_level", "supported_simd_levels", "set_simd_level", "get_num_threads", "set_num_threads",
+]

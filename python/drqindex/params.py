@@ -1,0 +1,14 @@
+"""Search-time parameters, passed as `index.search(x, k, params=...)` as in faiss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SearchParametersDRQ:
+    """iters: how many code iterations (bytes per vector) the scan uses, 1..M; None means all M.
+
+    The codes are stored once with M iterations; a smaller iters reads only each code's prefix,
+    trading recall for speed without re-encoding.
+    """
+    iters: int | None = None

@@ -1,0 +1,617 @@
+"""Torch trainer for the DRQ quantizer: one shared codebook C (K, d) and one scalar per iteration.
+
+Model (METHOD.md section 1).  For m = 1..M, with r_0 = x:
+
+    b_m = argmin_k ||r_{m-1} - s_m C_k||^2          (L2 ranking, greedy, hard)
+    r_m = r_{m-1} - s_m C_{b_m}                      (the recurrence runs on the hard codeword)
+    xhat_m = x - r_m = sum_{j<=m} s_j C_{b_j}
+
+Soft assignment p_m = softmax(-||r_{m-1} - s_m C_k||^2 / (T ||r_{m-1}||^2)) over k gives the soft
+codeword qtilde_m = s_m p_m^T C.  The loss is summed over every prefix m = 1..M:
+
+    L = sum_m w_m ( ||x - xhat_m||^2 + mu ||x - xtilde_m||^2 + nu ||xtilde_m - xhat_m||^2 )
+
+``soft="cumulative"`` (the paper's form) takes xtilde_m = sum_{j<=m} qtilde_j, every soft codeword
+computed from the hard residual; ``soft="local"`` takes xtilde_m = xhat_{m-1} + qtilde_m (only step
+m is relaxed).  The hard terms are differentiable in C and s through the selected codewords and
+through the residual recurrence (the argmin itself is not), so the codebook gets gradient from the
+hard path as well as the soft one.  The central (joint) term is applied at every prefix, not only
+at m = M.
+
+Choices (documented here, measured on Fashion-MNIST in the project notes):
+  * data scale: the data is divided by sigma = sqrt(mean ||x||^2) before training (the returned
+    codebook is multiplied back), so the learning rate does not depend on the data's units;
+  * temperature: distances are divided by the current residual's squared norm ||r_{m-1}||^2 (per
+    vector, no gradient), so one T means the same sharpness at step 1 and step 64 (residual norms
+    shrink by orders of magnitude along the code); ``temperature_scaling="data"`` instead divides by
+    the mean squared norm of the data (a single scale for all steps).  T is annealed geometrically
+    per epoch from ``temperature`` to ``temperature_final``;
+  * scales: s_1 is fixed to 1 (as in the public code; a free s_1 only trades off against the norm of
+    C), the others are learned as s_m = exp(theta_m) (positive, relative updates);
+  * prefix weights: "relative" sets w_m = 1 / (M e_m) with e_m the initial model's mean squared
+    error at prefix m, i.e. the loss is the mean over prefixes of the relative error; without this
+    the first few prefixes (largest errors) dominate and the long codes barely train.  "uniform" is
+    w_m = 1 / M;
+  * initialisation: k-means of x (faiss.Kmeans, seeded; a torch fallback when faiss is absent) for
+    C; then every s_m is fitted greedily by least squares (alternating the argmin and the LS fit);
+    with ``init="shared_rq"`` a few pooled Lloyd rounds follow: greedy-encode a sample, set C_k to
+    the weighted mean of the scaled residuals r_{m-1}/s_m assigned to k over all steps (the
+    optimal shared codebook for fixed assignments), refit the scales; the best round is kept;
+  * early stopping: the criterion is the weighted all-prefix *hard* loss on a held-out split
+    (val_fraction), sum_m w_m MSE_m, which does not move with the temperature; the best weights are
+    restored at the end;
+  * Ctrl-C: a KeyboardInterrupt raised during the epochs is caught; training stops and the best
+    model so far is returned with info["stop_reason"] = "interrupted".  An interrupt during the
+    initialisation (before any model exists) propagates.
+
+Efficiency: distances use the Gram form ||r - s C_k||^2 = ||r||^2 - 2 s <r, C_k> + s^2 ||C_k||^2 with
+<r_{m-1}, C_k> = <x, C_k> - sum_{j<m} s_j G[b_j, k] (G = C C^T), so a batch needs one x C^T product
+and (B, M, K) tensors; nothing of shape (B, M, K, d) or (B, M, d) is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+__all__ = ["DRQTrainConfig", "train_drq", "encode_greedy_torch"]
+
+_MAX_K = 256          # codes are one byte per iteration
+_MAX_ITERS = 4096
+
+
+@dataclass
+class DRQTrainConfig:
+    """Options of :func:`train_drq`.  Defaults are the best setting found on Fashion-MNIST."""
+    iters: int = 16                      # M, the maximum number of iterations (bytes per code)
+    K: int = 256                         # codewords in the shared codebook (2..256)
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-4                     # Adam, on the data-normalised codebook and log-scales
+    lr_final: Optional[float] = None     # geometric decay per epoch to this value (None: constant)
+    mu: float = 1.0                      # weight of the soft reconstruction term
+    nu: float = 0.1                      # weight of the joint central term ||xtilde - xhat||^2
+    temperature: float = 0.05            # T0, relative to ||r_{m-1}||^2 (see temperature_scaling)
+    temperature_final: Optional[float] = None   # T1 for a geometric per-epoch anneal; None: constant T0
+    temperature_scaling: str = "residual"       # "residual" | "data"
+    soft: str = "cumulative"             # "cumulative" (paper) | "local"
+    prefix_weights: Union[str, Sequence[float]] = "relative"   # "relative" | "uniform" | M floats
+    init: str = "shared_rq"              # "kmeans" | "shared_rq"
+    init_iters: int = 4                  # pooled Lloyd rounds for init="shared_rq"
+    init_sample: int = 8192              # vectors used by the scale fit and the Lloyd rounds
+    kmeans_iters: int = 20
+    learn_first_scale: bool = False
+    val_fraction: float = 0.1
+    patience: int = 3
+    min_delta: float = 1e-4              # relative improvement of the val criterion that counts
+    seed: int = 0
+    max_seconds: Optional[float] = None  # wall-clock budget, initialisation included
+    num_threads: Optional[int] = None    # torch (and faiss k-means) threads during training
+    verbose: bool = False
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        def _int(name, lo, hi=None):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name}: expected an int, received {type(v).__name__} {v!r}")
+            if v < lo or (hi is not None and v > hi):
+                rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+                raise ValueError(f"{name}: expected {rng}, received {v}")
+
+        def _float(name, lo, hi=None, lo_open=True, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)):
+                raise ValueError(f"{name}: expected a finite number, received {v!r}")
+            v = float(v)
+            bad = (v <= lo if lo_open else v < lo) or (hi is not None and v >= hi)
+            if bad:
+                lo_s = f"> {lo}" if lo_open else f">= {lo}"
+                hi_s = f" and < {hi}" if hi is not None else ""
+                raise ValueError(f"{name}: expected a value {lo_s}{hi_s}, received {v}")
+
+        _int("iters", 1, _MAX_ITERS)
+        _int("K", 2, _MAX_K)
+        _int("epochs", 0)
+        _int("batch_size", 1)
+        _int("init_iters", 0)
+        _int("init_sample", 1)
+        _int("kmeans_iters", 1)
+        _int("patience", 1)
+        _int("seed", 0)
+        _float("lr", 0.0)
+        _float("lr_final", 0.0, allow_none=True)
+        _float("mu", 0.0, lo_open=False)
+        _float("nu", 0.0, lo_open=False)
+        _float("temperature", 0.0)
+        _float("temperature_final", 0.0, allow_none=True)
+        _float("val_fraction", 0.0, 1.0, lo_open=False)
+        _float("min_delta", 0.0, lo_open=False)
+        _float("max_seconds", 0.0, allow_none=True)
+        if self.num_threads is not None:
+            _int("num_threads", 1)
+        for name, allowed in (("temperature_scaling", ("residual", "data")), ("soft", ("cumulative", "local")),
+                              ("init", ("kmeans", "shared_rq"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, received {getattr(self, name)!r}")
+        pw = self.prefix_weights
+        if isinstance(pw, str):
+            if pw not in ("relative", "uniform"):
+                raise ValueError(f"prefix_weights: expected 'relative', 'uniform' or {self.iters} floats, "
+                                 f"received {pw!r}")
+        else:
+            arr = np.asarray(pw, dtype=np.float64)
+            if arr.shape != (self.iters,) or not np.isfinite(arr).all() or (arr < 0).any() or arr.sum() <= 0:
+                raise ValueError(f"prefix_weights: expected {self.iters} finite non-negative floats (not all 0), "
+                                 f"received shape {arr.shape} {arr if arr.size <= 8 else '...'}")
+
+
+# --------------------------------------------------------------------------- input checks
+def _check_x(x, K: int, val_fraction: float) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"x_train: expected a numpy float32 array of shape (n, d), received {type(x).__name__}")
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"x_train: expected a 2-D float32 array of shape (n, d), received shape {x.shape}")
+    if x.dtype != np.float32:
+        raise ValueError(f"x_train: expected dtype float32, received {x.dtype} (convert with x.astype(np.float32))")
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(f"x_train: expected finite values, received {x[bad[0], bad[1]]} at row {bad[0]}, "
+                         f"column {bad[1]}")
+    n_train = x.shape[0] - int(round(val_fraction * x.shape[0]))
+    if n_train < K:
+        raise ValueError(f"x_train: expected at least K = {K} training vectors after holding out "
+                         f"val_fraction = {val_fraction}, received {x.shape[0]} rows ({n_train} for training)")
+    if val_fraction > 0 and int(round(val_fraction * x.shape[0])) < 1:
+        raise ValueError(f"x_train: val_fraction = {val_fraction} of {x.shape[0]} rows leaves no validation "
+                         f"vector; expected more rows or val_fraction = 0")
+    if float(np.square(x, dtype=np.float64).sum()) == 0.0:
+        raise ValueError("x_train: expected at least one non-zero vector, received all zeros")
+    return x
+
+
+# --------------------------------------------------------------------------- model pieces
+def _scales(theta: torch.Tensor, learn_first: bool) -> torch.Tensor:
+    if learn_first:
+        return torch.exp(theta)
+    return torch.exp(torch.cat([theta.new_zeros(1), theta]))
+
+
+def _theta_from_scales(s: np.ndarray, learn_first: bool) -> torch.Tensor:
+    t = torch.log(torch.as_tensor(np.asarray(s, np.float64), dtype=torch.float32))
+    return t if learn_first else t[1:].clone()
+
+
+@torch.no_grad()
+def _hard_pass(X: torch.Tensor, C: torch.Tensor, s: torch.Tensor, G: Optional[torch.Tensor] = None):
+    """Greedy codes (B, M) int64 and per-prefix squared errors ||r_m||^2 (B, M), Gram form."""
+    if G is None:
+        G = C @ C.T
+    gd = torch.diagonal(G)
+    cur = X @ C.T
+    rn = (X * X).sum(1)
+    B, M = X.shape[0], s.shape[0]
+    codes = torch.empty((B, M), dtype=torch.int64)
+    errs = torch.empty((B, M), dtype=X.dtype)
+    for m in range(M):
+        sm = s[m]
+        score = (sm * sm) * gd - (2 * sm) * cur
+        best, b = score.min(1)
+        codes[:, m] = b
+        rn = rn + best
+        errs[:, m] = rn
+        cur -= sm * G[b]
+    return codes, errs
+
+
+def _batch_loss(X, C, s, codes, w, T, mu, nu, soft_mode, temp_data):
+    """Mean over the batch of sum_m w_m (hard_m + mu soft_m + nu joint_m); see the module docstring."""
+    B, M = codes.shape
+    G = C @ C.T
+    gd = torch.diagonal(G)
+    XC = X @ C.T                                   # (B, K)
+    xn = (X * X).sum(1)                            # (B,)
+    sv = s.view(1, M, 1)
+    sGb = sv * G[codes]                            # (B, M, K): s_j G[b_j, :]
+    csum = torch.cumsum(sGb, 1)                    # inclusive
+    cur = XC.unsqueeze(1) - (csum - sGb)           # <r_{m-1}, C_k>
+    score = (sv * sv) * gd - 2 * sv * cur          # ||r_{m-1} - s_m C_k||^2 - ||r_{m-1}||^2
+    score_b = score.gather(2, codes.unsqueeze(2)).squeeze(2)
+    hard = xn.unsqueeze(1) + torch.cumsum(score_b, 1)          # ||r_m||^2, (B, M)
+    loss_terms = hard
+    if mu > 0 or nu > 0:
+        rprev = torch.cat([xn.unsqueeze(1), hard[:, :-1]], 1)  # ||r_{m-1}||^2
+        if temp_data is None:
+            ref = rprev.detach().clamp_min(1e-12)
+        else:
+            ref = torch.full_like(rprev, temp_data)
+        p = torch.softmax(-score / (T * ref).unsqueeze(2), dim=2)   # (B, M, K)
+        pG = p @ G
+        if soft_mode == "local":
+            # xtilde_m = xhat_{m-1} + s_m p_m^T C
+            pGp = (p * pG).sum(2)
+            soft = rprev - 2 * s.view(1, M) * (p * cur).sum(2) + (s * s).view(1, M) * pGp
+            pG_b = pG.gather(2, codes.unsqueeze(2)).squeeze(2)
+            joint = (s * s).view(1, M) * (pGp - 2 * pG_b + gd[codes])
+        else:
+            # xtilde_m = sum_{j<=m} s_j p_j^T C, coefficients a_m = cumsum(s p) in codeword space
+            a = torch.cumsum(sv * p, 1)
+            Ga = torch.cumsum(sv * pG, 1)
+            xta = (a * XC.unsqueeze(1)).sum(2)                      # <x, xtilde_m>
+            ata = (a * Ga).sum(2)                                   # ||xtilde_m||^2
+            soft = xn.unsqueeze(1) - 2 * xta + ata
+            # <xhat_m, xtilde_m> = <x, xtilde_m> - <r_m, xtilde_m>, <r_m, C_k> = XC_k - csum_m[k]
+            rta = (a * (XC.unsqueeze(1) - csum)).sum(2)
+            xhx = torch.cumsum(s.view(1, M) * XC.gather(1, codes), 1)   # <x, xhat_m>
+            hn = hard - xn.unsqueeze(1) + 2 * xhx                       # ||xhat_m||^2
+            joint = ata - 2 * (xta - rta) + hn
+        loss_terms = hard + mu * soft + nu * joint
+    return (loss_terms * w.view(1, M)).sum(1).mean(), hard.detach()
+
+
+# --------------------------------------------------------------------------- initialisation
+def _kmeans(x: np.ndarray, K: int, niter: int, seed: int, num_threads: Optional[int]) -> np.ndarray:
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - faiss is installed in the project's environments
+        faiss = None
+    if faiss is not None:
+        prev = faiss.omp_get_max_threads()
+        if num_threads is not None:
+            faiss.omp_set_num_threads(num_threads)
+        try:
+            km = faiss.Kmeans(x.shape[1], K, niter=niter, seed=seed, verbose=False,
+                              max_points_per_centroid=max(256, -(-x.shape[0] // K)))
+            km.train(np.ascontiguousarray(x, dtype=np.float32))
+            return np.array(km.centroids, dtype=np.float32).reshape(K, x.shape[1])
+        finally:
+            faiss.omp_set_num_threads(prev)
+    # torch fallback: Lloyd from K distinct random points, empty clusters keep their centroid
+    g = torch.Generator().manual_seed(seed)
+    X = torch.from_numpy(x)
+    C = X[torch.randperm(X.shape[0], generator=g)[:K]].clone()
+    for _ in range(niter):
+        b = ((C * C).sum(1) - 2 * X @ C.T).argmin(1)
+        cnt = torch.bincount(b, minlength=K).to(X.dtype)
+        S = torch.zeros_like(C).index_add_(0, b, X)
+        nz = cnt > 0
+        C[nz] = S[nz] / cnt[nz].unsqueeze(1)
+    return C.numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def _greedy_fit(X, C, s_init, fit_scales, learn_first, weights=None, ls_rounds=3):
+    """One greedy pass over X: optionally refit each s_m by least squares, return the scales, the
+    per-prefix mean errors and, when weights is given, the pooled Lloyd update of C."""
+    G = C @ C.T
+    gd = torch.diagonal(G)
+    cur = X @ C.T
+    rn = (X * X).sum(1)
+    M = len(s_init)
+    s = list(s_init)
+    errs = []
+    num = den = r = None
+    if weights is not None:
+        num = torch.zeros_like(C)
+        den = torch.zeros(C.shape[0], dtype=C.dtype)
+        r = X.clone()
+    prev_mean = float(rn.mean())
+    prev2_mean = None
+    for m in range(M):
+        if fit_scales and (m > 0 or learn_first):
+            sm = s[m - 1] * math.sqrt(prev_mean / prev2_mean) if (m > 0 and prev2_mean) else s[m]
+            for _ in range(ls_rounds):
+                b = ((sm * sm) * gd - (2 * sm) * cur).argmin(1)
+                sm = float(cur.gather(1, b.unsqueeze(1)).sum() / gd[b].sum().clamp_min(1e-30))
+                sm = max(sm, 1e-8)
+            s[m] = sm
+        sm = s[m]
+        score = (sm * sm) * gd - (2 * sm) * cur
+        best, b = score.min(1)
+        if weights is not None:
+            wm = float(weights[m])
+            num.index_add_(0, b, (wm * sm) * r)
+            den.index_add_(0, b, torch.full((X.shape[0],), wm * sm * sm, dtype=C.dtype))
+            r -= sm * C[b]
+        rn = rn + best
+        cur -= sm * G[b]
+        prev2_mean, prev_mean = prev_mean, float(rn.mean())
+        errs.append(prev_mean)
+    C_new = None
+    if weights is not None:
+        C_new = C.clone()
+        nz = den > 0
+        C_new[nz] = num[nz] / den[nz].unsqueeze(1)
+    return s, np.array(errs), C_new
+
+
+def _prefix_weights(cfg: DRQTrainConfig, init_errs: np.ndarray) -> np.ndarray:
+    M = cfg.iters
+    pw = cfg.prefix_weights
+    if isinstance(pw, str):
+        if pw == "uniform":
+            return np.full(M, 1.0 / M)
+        return 1.0 / (M * np.maximum(init_errs, 1e-30))
+    w = np.asarray(pw, np.float64)
+    return w / w.sum()
+
+
+# --------------------------------------------------------------------------- evaluation helpers
+def _eval_errors(X: torch.Tensor, C: torch.Tensor, s: torch.Tensor, chunk: int = 4096) -> np.ndarray:
+    """Per-prefix mean squared error (M,) over X, in float64 (independent of the batch size)."""
+    C64, s64 = C.detach().double(), s.detach().double()
+    G = C64 @ C64.T
+    tot = torch.zeros(s.shape[0], dtype=torch.float64)
+    for a in range(0, X.shape[0], chunk):
+        _, e = _hard_pass(X[a:a + chunk].double(), C64, s64, G)
+        tot += e.clamp_min(0).sum(0)
+    return (tot / X.shape[0]).numpy()
+
+
+def _report_prefixes(M: int) -> list:
+    ps = [m for m in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if m <= M]
+    if M not in ps:
+        ps.append(M)
+    return ps
+
+
+def _run_epoch(X, C, theta, opt, cfg, w, T, temp_data, gen, deadline):
+    """One pass over X in shuffled mini-batches; returns (mean loss, stopped_by_deadline)."""
+    n = X.shape[0]
+    perm = torch.randperm(n, generator=gen)
+    tot, cnt = 0.0, 0
+    for a in range(0, n, cfg.batch_size):
+        idx = perm[a:a + cfg.batch_size]
+        xb = X[idx]
+        s = _scales(theta, cfg.learn_first_scale)
+        codes, _ = _hard_pass(xb, C.detach(), s.detach())
+        loss, _ = _batch_loss(xb, C, s, codes, w, T, cfg.mu, cfg.nu, cfg.soft, temp_data)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tot += float(loss.detach()) * len(idx)
+        cnt += len(idx)
+        if deadline is not None and time.monotonic() > deadline:
+            return tot / max(cnt, 1), True
+    return tot / max(cnt, 1), False
+
+
+# --------------------------------------------------------------------------- public API
+def train_drq(x_train: np.ndarray, cfg: Optional[DRQTrainConfig] = None):
+    """Train a DRQ quantizer (shared codebook + per-iteration scales) on float32 (n, d) vectors.
+
+    Returns ``(codebook, scales, info)``: codebook float32 (K, d) C-contiguous, scales float32
+    (iters,), and a dict with the per-epoch history (train loss, val criterion, temperature),
+    the validation MSE per prefix of the returned model (and of the initialisation), timings,
+    epochs run, best epoch and the stop reason ("max_epochs", "early_stopping", "time_limit",
+    "interrupted").
+    """
+    if cfg is None:
+        cfg = DRQTrainConfig()
+    if not isinstance(cfg, DRQTrainConfig):
+        raise ValueError(f"cfg: expected a DRQTrainConfig, received {type(cfg).__name__}")
+    cfg.validate()
+    x_train = _check_x(x_train, cfg.K, cfg.val_fraction)
+
+    t_start = time.monotonic()
+    deadline = None if cfg.max_seconds is None else t_start + float(cfg.max_seconds)
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    try:
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        torch.use_deterministic_algorithms(True)
+        return _train(x_train, cfg, t_start, deadline)
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det)
+
+
+def _train(x_np: np.ndarray, cfg: DRQTrainConfig, t_start: float, deadline: Optional[float]):
+    M, K = cfg.iters, cfg.K
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    n = x_np.shape[0]
+    n_val = int(round(cfg.val_fraction * n))
+    perm = rng.permutation(n)
+    val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    sigma = math.sqrt(float(np.square(x_np[tr_idx], dtype=np.float64).sum(1).mean()))
+    if sigma == 0.0:
+        sigma = math.sqrt(float(np.square(x_np, dtype=np.float64).sum(1).mean()))
+    Xtr = torch.from_numpy(np.ascontiguousarray(x_np[tr_idx], dtype=np.float32) / np.float32(sigma))
+    Xval = torch.from_numpy(np.ascontiguousarray(x_np[val_idx], dtype=np.float32) / np.float32(sigma))
+
+    log = _Logger(cfg.verbose)
+    # ---- initialisation
+    t0 = time.monotonic()
+    C0 = torch.from_numpy(_kmeans(Xtr.numpy(), K, cfg.kmeans_iters, cfg.seed, cfg.num_threads))
+    samp = Xtr if Xtr.shape[0] <= cfg.init_sample else \
+        Xtr[torch.from_numpy(np.sort(rng.choice(Xtr.shape[0], cfg.init_sample, replace=False)))]
+    s0 = [1.0] * M
+    s0, errs0, _ = _greedy_fit(samp, C0, s0, True, cfg.learn_first_scale)
+    w = _prefix_weights(cfg, errs0)
+    init_hist = [float((w * errs0).sum())]
+    if cfg.init == "shared_rq" and cfg.init_iters > 0:
+        best = (init_hist[0], C0, s0)
+        C, s = C0, s0
+        for it in range(cfg.init_iters):
+            _, _, C = _greedy_fit(samp, C, s, False, cfg.learn_first_scale, weights=w)
+            s, errs, _ = _greedy_fit(samp, C, s, True, cfg.learn_first_scale)
+            crit = float((w * errs).sum())
+            init_hist.append(crit)
+            log.write(f"init round {it + 1}: weighted prefix MSE {crit:.5f}")
+            if crit < best[0]:
+                best = (crit, C, s)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        _, C0, s0 = best
+        if cfg.prefix_weights == "relative":  # re-reference the weights on the initial model
+            _, errs0, _ = _greedy_fit(samp, C0, s0, False, cfg.learn_first_scale)
+            w = _prefix_weights(cfg, errs0)
+    init_seconds = time.monotonic() - t0
+
+    C = torch.nn.Parameter(C0.clone().contiguous())
+    theta = torch.nn.Parameter(_theta_from_scales(np.array(s0), cfg.learn_first_scale))
+    params = [C] + ([theta] if theta.numel() else [])
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    w_t = torch.as_tensor(w, dtype=torch.float32)
+    temp_data = 1.0 if cfg.temperature_scaling == "data" else None  # data normalised: mean ||x||^2 = 1
+    Xcrit = Xval if n_val > 0 else None
+
+    def criterion():
+        if Xcrit is None:
+            return float("nan"), None
+        e = _eval_errors(Xcrit, C, _scales(theta, cfg.learn_first_scale))
+        return float((w * e).sum()), e
+
+    crit0, e_init = criterion()
+    best_state = (C.detach().clone(), theta.detach().clone())
+    best_crit, best_epoch, bad_epochs = crit0, 0, 0
+    history = []
+    stop_reason = "max_epochs"
+    epochs_run = 0
+    log.start(cfg.epochs)
+    log.write(f"init ({init_seconds:.1f}s): val criterion {crit0:.5f}")
+    try:
+        for ep in range(cfg.epochs):
+            frac = ep / max(1, cfg.epochs - 1)
+            T = cfg.temperature if cfg.temperature_final is None else \
+                cfg.temperature * (cfg.temperature_final / cfg.temperature) ** frac
+            lr = cfg.lr if cfg.lr_final is None else cfg.lr * (cfg.lr_final / cfg.lr) ** frac
+            for g in opt.param_groups:
+                g["lr"] = lr
+            te = time.monotonic()
+            tr_loss, timed_out = _run_epoch(Xtr, C, theta, opt, cfg, w_t, T, temp_data, gen, deadline)
+            epochs_run = ep + 1
+            crit, _ = criterion()
+            history.append({"epoch": ep + 1, "train_loss": tr_loss, "val_loss": crit, "temperature": T,
+                            "lr": lr, "seconds": time.monotonic() - te})
+            log.epoch(history[-1])
+            if Xcrit is None:
+                best_state = (C.detach().clone(), theta.detach().clone())
+                best_epoch = ep + 1
+            elif crit < best_crit * (1 - cfg.min_delta):
+                best_crit, best_epoch, bad_epochs = crit, ep + 1, 0
+                best_state = (C.detach().clone(), theta.detach().clone())
+            else:
+                bad_epochs += 1
+            if timed_out:
+                stop_reason = "time_limit"
+                break
+            if Xcrit is not None and bad_epochs >= cfg.patience:
+                stop_reason = "early_stopping"
+                break
+    except KeyboardInterrupt:
+        stop_reason = "interrupted"
+        log.write("interrupted: returning the best model so far")
+    finally:
+        log.close()
+
+    with torch.no_grad():
+        C.copy_(best_state[0])
+        theta.copy_(best_state[1])
+    s_final = _scales(theta, cfg.learn_first_scale).detach()
+    prefixes = _report_prefixes(M)
+    sig2 = sigma * sigma
+    info = {
+        "history": history,
+        "train_loss": [h["train_loss"] for h in history],
+        "val_loss": [h["val_loss"] for h in history],
+        "val_loss_init": crit0,
+        "init_history": init_hist,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "stop_reason": stop_reason,
+        "seconds": time.monotonic() - t_start,
+        "init_seconds": init_seconds,
+        "data_scale": sigma,
+        "prefix_weights": w.tolist(),
+        "n_train": int(Xtr.shape[0]),
+        "n_val": int(n_val),
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items()},
+    }
+    if Xcrit is not None:
+        e_best = _eval_errors(Xcrit, C, s_final)
+        info["val_mse_prefix"] = {m: float(e_best[m - 1] * sig2) for m in prefixes}
+        info["val_mse_prefix_init"] = {m: float(e_init[m - 1] * sig2) for m in prefixes}
+    codebook = np.ascontiguousarray((C.detach().double() * sigma).numpy(), dtype=np.float32)
+    scales = np.ascontiguousarray(s_final.numpy(), dtype=np.float32)
+    return codebook, scales, info
+
+
+class _Logger:
+    """tqdm bar over epochs when verbose (plain prints if tqdm is missing); silent otherwise."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        self.bar = None
+
+    def start(self, total):
+        if not self.verbose:
+            return
+        try:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc="DRQ train", unit="epoch")
+        except ImportError:  # pragma: no cover
+            self.bar = None
+
+    def write(self, msg):
+        if not self.verbose:
+            return
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def epoch(self, h):
+        if not self.verbose:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(train=f"{h['train_loss']:.4f}", val=f"{h['val_loss']:.4f}",
+                                 T=f"{h['temperature']:.3g}")
+            self.bar.update(1)
+        else:
+            self.write(f"epoch {h['epoch']}: train {h['train_loss']:.5f} val {h['val_loss']:.5f}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def encode_greedy_torch(x, codebook, scales) -> np.ndarray:
+    """Reference greedy encoder (tests only; the product encodes with the C++ core).
+
+    Plain residual form in float64: for each step, the full distance ||r - s_m C_k||^2 is computed
+    from the explicit residual (no Gram trick), then r -= s_m C_{b_m}.  Returns int64 (n, M).
+    """
+    X = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    C = torch.as_tensor(np.asarray(codebook), dtype=torch.float64)
+    s = torch.as_tensor(np.asarray(scales), dtype=torch.float64).reshape(-1)
+    if X.ndim != 2 or C.ndim != 2 or X.shape[1] != C.shape[1]:
+        raise ValueError(f"encode_greedy_torch: expected x (n, d) and codebook (K, d), received "
+                         f"{tuple(X.shape)} and {tuple(C.shape)}")
+    n, M = X.shape[0], s.shape[0]
+    codes = torch.empty((n, M), dtype=torch.int64)
+    cn = (C * C).sum(1)
+    chunk = 2048
+    for a in range(0, n, chunk):
+        r = X[a:a + chunk].clone()
+        for m in range(M):
+            d2 = (r * r).sum(1, keepdim=True) - 2 * s[m] * (r @ C.T) + s[m] * s[m] * cn
+            b = d2.argmin(1)
+            codes[a:a + chunk, m] = b
+            r -= s[m] * C[b]
+    return codes.numpy()
