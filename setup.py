@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -44,6 +45,30 @@ def _tool(module_name: str, binary: str):
     return shutil.which(binary)
 
 
+def _cache_entries(cache_file: Path) -> dict:
+    entries = {}
+    for line in cache_file.read_text(errors="replace").splitlines():
+        if ":" in line and "=" in line and not line.startswith(("#", "//")):
+            key, _, value = line.partition("=")
+            entries[key.split(":", 1)[0]] = value
+    return entries
+
+
+def _discard_stale_cache(build_dir: Path, cmake: str) -> None:
+    """Builds are incremental (the CMake build directory under build/ is reused), but a directory
+    configured from another environment, e.g. pip's temporary isolated build environment, names
+    a cmake or ninja that no longer exists and cannot be reused: start it afresh."""
+    cache_file = build_dir / "CMakeCache.txt"
+    if not cache_file.is_file():
+        return
+    entries = _cache_entries(cache_file)
+    cached_cmake = entries.get("CMAKE_COMMAND", "")
+    make_program = entries.get("CMAKE_MAKE_PROGRAM", "")
+    same_cmake = cached_cmake and Path(cached_cmake).resolve() == Path(cmake).resolve()
+    if not same_cmake or (make_program and not Path(make_program).exists()):
+        shutil.rmtree(build_dir)
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
         import pybind11
@@ -53,7 +78,10 @@ class CMakeBuild(build_ext):
             raise RuntimeError("CMake >= 3.18 is required to build drqindex._core")
         output_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         build_type = os.environ.get("DRQ_BUILD_TYPE", "Debug" if self.debug else "Release")
-        build_dir = Path(self.build_temp).resolve() / "cmake"
+        # A fixed directory (not setuptools' build_temp, which is a fresh temporary directory for
+        # editable installs): `pip install -e .` after a C++ edit recompiles only what changed.
+        build_dir = ROOT / "build" / f"cmake-{sysconfig.get_platform()}-{sys.implementation.cache_tag}-{build_type.lower()}"
+        _discard_stale_cache(build_dir, cmake)
         build_dir.mkdir(parents=True, exist_ok=True)
 
         configure = [

@@ -1,5 +1,5 @@
-// Scalar reference ADC kernel (and the kernel dispatch). Any CPU runs this; the SIMD kernels are
-// tested against it bit for bit.
+// Scalar reference ADC kernel. Any CPU runs it; the SIMD kernels are tested against it bit for
+// bit.
 #include "adc.h"
 
 namespace drq {
@@ -21,19 +21,6 @@ void adc_scan_ref(const uint8_t* codes, size_t nblocks, size_t block_stride, siz
                 out[i] = out[i] + product;
             }
         }
-    }
-}
-
-AdcScanFn adc_scan_for(SimdLevel level) {
-    switch (level) {
-#if defined(DRQ_HAVE_X86_SIMD)
-        case SimdLevel::AVX512:
-            return adc_scan_avx512;
-        case SimdLevel::AVX2:
-            return adc_scan_avx2;
-#endif
-        default:
-            return adc_scan_ref;
     }
 }
 

@@ -66,6 +66,36 @@ inline float distance_from_ip(float ip, float qnorm, float vector_norm) {
     return ip;
 }
 
+// True when any of the kBlockSize distances may enter a heap with this threshold. Branch-free
+// so it vectorises: the common case (nothing passes) costs a few instructions per block.
+template <Metric metric>
+inline bool any_may_enter(const float* dist, float threshold) {
+    int passing = 0;  // an int sum (not a bool or) is what GCC vectorises
+    for (size_t i = 0; i < kBlockSize; ++i) passing += Ranking<metric>::may_enter(dist[i], threshold);
+    return passing != 0;
+}
+
+// Offers count candidates (distances dist, ids, storage positions pos_begin + i) to the heap.
+// Once the heap is full almost every candidate fails the threshold test, so whole blocks are
+// rejected at once and only the survivors reach push().
+template <Metric metric>
+void push_candidates(TopK<metric>& heap, const float* dist, size_t count, const int64_t* ids,
+                     size_t pos_begin) {
+    float threshold = heap.threshold();
+    for (size_t chunk = 0; chunk < count; chunk += kBlockSize) {
+        const size_t chunk_end = std::min(count, chunk + kBlockSize);
+        if (chunk_end - chunk == kBlockSize && !any_may_enter<metric>(dist + chunk, threshold)) {
+            continue;
+        }
+        for (size_t i = chunk; i < chunk_end; ++i) {
+            if (Ranking<metric>::may_enter(dist[i], threshold)) {
+                heap.push(dist[i], ids[i], static_cast<int64_t>(pos_begin + i));
+                threshold = heap.threshold();
+            }
+        }
+    }
+}
+
 template <Metric metric>
 void search_with_metric(const CodeStore& store, const SearchParams& p, float* distances,
                         int64_t* labels, const InterruptCallback& interrupt, int nthreads,
@@ -129,14 +159,7 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
                         acc[i] = distance_from_ip<metric>(acc[i], qnorm, tile_norms[i]);
                     }
                 }
-                // Most candidates fail the threshold test; only the others reach the heap.
-                float threshold = heap.threshold();
-                for (size_t i = 0; i < count; ++i) {
-                    if (Ranking<metric>::may_enter(acc[i], threshold)) {
-                        heap.push(acc[i], tile_ids[i], static_cast<int64_t>(pos_begin + i));
-                        threshold = heap.threshold();
-                    }
-                }
+                push_candidates(heap, acc, count, tile_ids, pos_begin);
             }
         }
         if (plan.nslices == 1) {

@@ -1,0 +1,20 @@
+// Maps a SIMD level to its ADC kernel (kept apart from the kernels so each kernel file can be
+// compiled and tested on its own).
+#include "adc.h"
+
+namespace drq {
+
+AdcScanFn adc_scan_for(SimdLevel level) {
+    switch (level) {
+#if defined(DRQ_HAVE_X86_SIMD)
+        case SimdLevel::AVX512:
+            return adc_scan_avx512;
+        case SimdLevel::AVX2:
+            return adc_scan_avx2;
+#endif
+        default:
+            return adc_scan_ref;
+    }
+}
+
+}  // namespace drq
