@@ -13,12 +13,16 @@ FASHION_DIR ?= /usr/share/datasets/fashion-mnist
 
 all: build
 
-# Compilers and the venv module; installed with apt only when missing (CI and fresh machines).
+# Compilers, the venv module and SIMDe (lets the tests run the AVX-512 kernel on CPUs without
+# AVX-512); installed with apt only when missing (CI and fresh machines).
 system-deps:
-	@command -v g++ >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	@command -v g++ >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
+	  && [ -f /usr/include/simde/x86/avx512.h ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && apt-get install -y -qq g++ make python3-venv python3-dev; \
-	  else echo "need g++ and $(PYTHON) with venv: apt-get install -y g++ python3-venv python3-dev"; exit 1; fi; }
+	    apt-get update -qq && apt-get install -y -qq g++ make python3-venv python3-dev libsimde-dev; \
+	  else echo "need g++, $(PYTHON) with venv, and (optional) SIMDe:" \
+	    "apt-get install -y g++ python3-venv python3-dev libsimde-dev"; \
+	    command -v g++ >/dev/null || exit 1; fi; }
 
 $(VPY): | system-deps
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +37,7 @@ $(BUILT): $(DEPS) CMakeLists.txt pyproject.toml setup.py $(shell find csrc -type
 	$(VPY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
-build: $(BUILT)
+build: system-deps $(BUILT)
 
 test: build
 	$(VPY) -m pytest -q tests
