@@ -185,39 +185,64 @@ struct PyCodeStore {
     mutable std::shared_mutex mutex;
 };
 
-py::tuple search_impl(const PyCodeStore& s, const py::object& tables_obj,
-                      const py::object& qnorms_obj, const py::object& scales_obj, int64_t iters,
-                      int64_t k, int64_t metric, bool reference) {
+// The arguments shared by search and range_search, checked and converted; the arrays are kept
+// here so the raw pointers in params stay valid for the whole call.
+struct SearchInputs {
+    py::array tables, qnorms, scales, allowed;
+    drq::SearchParams params;
+};
+
+SearchInputs parse_search_inputs(const PyCodeStore& s, const py::object& tables_obj,
+                                 const py::object& qnorms_obj, const py::object& scales_obj,
+                                 int64_t iters, int64_t k, int64_t metric,
+                                 const py::object& allowed_obj) {
+    SearchInputs in;
     const py::ssize_t M = static_cast<py::ssize_t>(s.store.M());
     // (nq, K): one table shared by all iterations; (nq, T, K): one table per iteration.
     const bool per_iteration_tables = py::isinstance<py::array>(tables_obj) &&
                                       py::reinterpret_borrow<py::array>(tables_obj).ndim() == 3;
-    py::array tables =
+    in.tables =
         per_iteration_tables
             ? require_array<float>(tables_obj, "tables", "float32",
                                    {any_dim("nq"), any_dim("T"), any_dim("K")})
             : require_array<float>(tables_obj, "tables", "float32", {any_dim("nq"), any_dim("K")});
-    const py::ssize_t nq = tables.shape(0);
-    py::array qnorms = require_array<float>(qnorms_obj, "qnorms", "float32", {fixed_dim(nq, "nq")});
-    py::array scales = require_array<float>(scales_obj, "scales", "float32", {fixed_dim(M, "M")});
+    const py::ssize_t nq = in.tables.shape(0);
+    in.qnorms = require_array<float>(qnorms_obj, "qnorms", "float32", {fixed_dim(nq, "nq")});
+    in.scales = require_array<float>(scales_obj, "scales", "float32", {fixed_dim(M, "M")});
     if (metric != 0 && metric != 1) {
         throw std::invalid_argument("metric must be 0 (L2) or 1 (inner product), got " +
                                     std::to_string(metric));
     }
 
-    drq::SearchParams params;
-    params.tables = data_of<float>(tables);
+    drq::SearchParams& params = in.params;
+    params.tables = data_of<float>(in.tables);
     params.nq = static_cast<size_t>(nq);
-    params.K = static_cast<size_t>(tables.shape(per_iteration_tables ? 2 : 1));
-    params.tables_per_query = per_iteration_tables ? static_cast<size_t>(tables.shape(1)) : 1;
+    params.K = static_cast<size_t>(in.tables.shape(per_iteration_tables ? 2 : 1));
+    params.tables_per_query = per_iteration_tables ? static_cast<size_t>(in.tables.shape(1)) : 1;
     if (per_iteration_tables && params.tables_per_query == 0) {
         throw std::invalid_argument("tables: the per-iteration axis T is empty");
     }
-    params.qnorms = data_of<float>(qnorms);
-    params.scales = data_of<float>(scales);
+    params.qnorms = data_of<float>(in.qnorms);
+    params.scales = data_of<float>(in.scales);
     params.iters = to_size(iters, "iters", 1);
     params.k = to_size(k, "k", 1);
     params.metric = metric == 0 ? drq::Metric::L2 : drq::Metric::InnerProduct;
+    if (!allowed_obj.is_none()) {
+        in.allowed = require_array<bool, uint8_t>(allowed_obj, "allowed", "bool or uint8",
+                                                  {any_dim("ntotal")});
+        params.allowed = data_of<uint8_t>(in.allowed);
+        params.allowed_size = static_cast<size_t>(in.allowed.shape(0));  // checked under the lock
+    }
+    return in;
+}
+
+py::tuple search_impl(const PyCodeStore& s, const py::object& tables_obj,
+                      const py::object& qnorms_obj, const py::object& scales_obj, int64_t iters,
+                      int64_t k, int64_t metric, const py::object& allowed_obj, bool reference) {
+    SearchInputs in =
+        parse_search_inputs(s, tables_obj, qnorms_obj, scales_obj, iters, k, metric, allowed_obj);
+    const drq::SearchParams& params = in.params;
+    const auto nq = static_cast<py::ssize_t>(params.nq);
 
     py::array_t<float> distances({nq, static_cast<py::ssize_t>(params.k)});
     py::array_t<int64_t> labels({nq, static_cast<py::ssize_t>(params.k)});
@@ -237,6 +262,46 @@ py::tuple search_impl(const PyCodeStore& s, const py::object& tables_obj,
         });
     }
     return py::make_tuple(distances, labels);
+}
+
+py::tuple range_search_impl(const PyCodeStore& s, const py::object& tables_obj,
+                            const py::object& qnorms_obj, const py::object& scales_obj,
+                            int64_t iters, double radius, int64_t metric,
+                            const py::object& allowed_obj) {
+    SearchInputs in =
+        parse_search_inputs(s, tables_obj, qnorms_obj, scales_obj, iters, 1, metric, allowed_obj);
+    const size_t nq = in.params.nq;
+    std::vector<uint64_t> lims(nq + 1, 0);
+    std::vector<float> distances;
+    std::vector<int64_t> labels;
+    {
+        std::vector<std::vector<drq::Candidate>> results;
+        const int nthreads = drq::get_num_threads();
+        const drq::SimdLevel level = drq::get_simd_level();
+        run_interruptible([&](const drq::InterruptCallback& interrupt) {
+            std::shared_lock<std::shared_mutex> lock(s.mutex);
+            drq::range_search(s.store, in.params, static_cast<float>(radius), results, interrupt,
+                              nthreads, level);
+            size_t total = 0;
+            for (size_t q = 0; q < nq; ++q) {
+                total += results[q].size();
+                lims[q + 1] = total;
+            }
+            distances.reserve(total);
+            labels.reserve(total);
+            for (auto& r : results) {
+                for (const drq::Candidate& c : r) {
+                    distances.push_back(c.dist);
+                    labels.push_back(c.id);
+                }
+                std::vector<drq::Candidate>().swap(r);
+            }
+        });
+    }
+    const auto total = static_cast<py::ssize_t>(distances.size());
+    return py::make_tuple(vector_to_array(std::move(lims), {static_cast<py::ssize_t>(nq + 1)}),
+                          vector_to_array(std::move(distances), {total}),
+                          vector_to_array(std::move(labels), {total}));
 }
 
 }  // namespace
@@ -443,29 +508,49 @@ PYBIND11_MODULE(_core, m) {
 
     // --- search ------------------------------------------------------------------------------
     const char* search_doc =
-        "search(store, tables, qnorms, scales, iters, k, metric) -> (D float32 (nq, k), I int64 "
+        "search(store, tables, qnorms, scales, iters, k, metric, allowed=None) -> (D float32 (nq, k), I int64 "
         "(nq, k))\n"
         "tables: float32 (nq, K), one table T = q @ C.T per query shared by all iterations, or\n"
         "float32 (nq, T, K) with T >= iters, one table per iteration. qnorms: float32 (nq,),\n"
         "||q||^2 (read for L2). scales: float32 (M,). metric: 0 = L2 (ascending), 1 = inner\n"
         "product (descending). Missing results: I = -1, D = +inf (L2) / -inf (IP).\n"
-        "Equal distances rank by id, then storage order. GIL released, Ctrl-C honoured.";
+        "Equal distances rank by id, then storage order. GIL released, Ctrl-C honoured.\n"
+        "allowed: optional bool/uint8 (ntotal,) filter; only positions with a nonzero entry can\n"
+        "be returned (fewer than k allowed: -1 padding).";
     m.def(
         "search",
         [](const PyCodeStore& s, const py::object& tables, const py::object& qnorms,
-           const py::object& scales, int64_t iters, int64_t k, int64_t metric) {
-            return search_impl(s, tables, qnorms, scales, iters, k, metric, false);
+           const py::object& scales, int64_t iters, int64_t k, int64_t metric,
+           const py::object& allowed) {
+            return search_impl(s, tables, qnorms, scales, iters, k, metric, allowed, false);
         },
         py::arg("store"), py::arg("tables"), py::arg("qnorms"), py::arg("scales"),
-        py::arg("iters"), py::arg("k"), py::arg("metric"), search_doc);
+        py::arg("iters"), py::arg("k"), py::arg("metric"), py::arg("allowed") = py::none(),
+        search_doc);
+    m.def(
+        "range_search",
+        [](const PyCodeStore& s, const py::object& tables, const py::object& qnorms,
+           const py::object& scales, int64_t iters, double radius, int64_t metric,
+           const py::object& allowed) {
+            return range_search_impl(s, tables, qnorms, scales, iters, radius, metric, allowed);
+        },
+        py::arg("store"), py::arg("tables"), py::arg("qnorms"), py::arg("scales"),
+        py::arg("iters"), py::arg("radius"), py::arg("metric"), py::arg("allowed") = py::none(),
+        "range_search(store, tables, qnorms, scales, iters, radius, metric, allowed=None)\n"
+        "-> (lims uint64 (nq + 1,), D float32 (lims[nq],), I int64 (lims[nq],)).\n"
+        "Every stored vector with D < radius (L2, metric 0) or D > radius (inner product,\n"
+        "metric 1), with the same distances as search; query q's results are\n"
+        "[lims[q], lims[q + 1]), best first (ties by id, then storage order). Inputs as search.\n"
+        "GIL released, Ctrl-C honoured.");
     m.def(
         "search_reference",
         [](const PyCodeStore& s, const py::object& tables, const py::object& qnorms,
-           const py::object& scales, int64_t iters, int64_t k, int64_t metric) {
-            return search_impl(s, tables, qnorms, scales, iters, k, metric, true);
+           const py::object& scales, int64_t iters, int64_t k, int64_t metric,
+           const py::object& allowed) {
+            return search_impl(s, tables, qnorms, scales, iters, k, metric, allowed, true);
         },
         py::arg("store"), py::arg("tables"), py::arg("qnorms"), py::arg("scales"),
-        py::arg("iters"), py::arg("k"), py::arg("metric"),
+        py::arg("iters"), py::arg("k"), py::arg("metric"), py::arg("allowed") = py::none(),
         "Same as search, computed by a plain single-threaded scalar loop with a full sort "
         "(ignores the SIMD level and threads; for tests).");
 }

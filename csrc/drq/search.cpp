@@ -1,6 +1,7 @@
 #include "search.h"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -60,6 +61,9 @@ size_t lut_stride_of(const SearchParams& p) { return p.tables_per_query == 1 ? 0
 
 // Distance of one stored vector from its accumulated inner product. Shared by the blocked search
 // and the reference so both compute the same bits.
+// Distance given to vectors the filter (SearchParams::allowed) excludes: NaN never ranks.
+constexpr float kFilteredOut = std::numeric_limits<float>::quiet_NaN();
+
 template <Metric metric>
 inline float distance_from_ip(float ip, float qnorm, float vector_norm) {
     if (metric == Metric::L2) return (qnorm + vector_norm) - 2.0f * ip;
@@ -159,6 +163,14 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
                         acc[i] = distance_from_ip<metric>(acc[i], qnorm, tile_norms[i]);
                     }
                 }
+                if (p.allowed != nullptr) {
+                    // Filtered-out vectors get NaN, which never ranks: the heap code is unchanged
+                    // and this pass is branch-free.
+                    const uint8_t* tile_allowed = p.allowed + pos_begin;
+                    for (size_t i = 0; i < count; ++i) {
+                        acc[i] = tile_allowed[i] != 0 ? acc[i] : kFilteredOut;
+                    }
+                }
                 push_candidates(heap, acc, count, tile_ids, pos_begin);
             }
         }
@@ -183,6 +195,73 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
 }
 
 template <Metric metric>
+inline bool inside_radius(float dist, float radius) {
+    // NaN is never inside (both comparisons are false).
+    return metric == Metric::L2 ? dist < radius : dist > radius;
+}
+
+template <Metric metric>
+void range_search_with_metric(const CodeStore& store, const SearchParams& p, float radius,
+                              std::vector<std::vector<Candidate>>& results,
+                              const InterruptCallback& interrupt, int nthreads, AdcScanFn kernel) {
+    const Plan plan = make_plan(store, p, nthreads);  // same tiles and split as search
+    const size_t ntotal = store.ntotal();
+    const size_t nblocks = store.nblocks();
+    const size_t stride = store.block_stride();
+    const size_t lut_stride = lut_stride_of(p);
+    const float* norms = store.prefix_norms(p.iters);
+    const int64_t* ids = store.ids();
+
+    std::vector<std::vector<float>> acc(static_cast<size_t>(plan.nworkers),
+                                        std::vector<float>(plan.tile_blocks * kBlockSize));
+    // One list per (slice, query), concatenated in slice order afterwards.
+    std::vector<std::vector<Candidate>> parts(plan.nslices * p.nq);
+
+    Interrupter interrupter(interrupt);
+    parallel_for(plan.ngroups * plan.nslices, plan.nworkers, interrupter,
+                 [&](size_t item, int worker) {
+        const size_t group = item / plan.nslices;
+        const size_t slice = item % plan.nslices;
+        const size_t q0 = group * plan.query_group;
+        const size_t q1 = std::min(p.nq, q0 + plan.query_group);
+        const size_t b_begin = slice * nblocks / plan.nslices;
+        const size_t b_end = (slice + 1) * nblocks / plan.nslices;
+        float* a = acc[static_cast<size_t>(worker)].data();
+        for (size_t tile_begin = b_begin; tile_begin < b_end; tile_begin += plan.tile_blocks) {
+            if (interrupter.should_stop(worker)) return;
+            const size_t tile_end = std::min(b_end, tile_begin + plan.tile_blocks);
+            const size_t pos_begin = tile_begin * kBlockSize;
+            const size_t count = std::min(tile_end * kBlockSize, ntotal) - pos_begin;
+            for (size_t q = q0; q < q1; ++q) {
+                kernel(store.block_codes(tile_begin), tile_end - tile_begin, stride, p.iters,
+                       table_for(p, q), lut_stride, p.scales, a);
+                const float qnorm = metric == Metric::L2 ? p.qnorms[q] : 0.0f;
+                std::vector<Candidate>& out = parts[slice * p.nq + q];
+                for (size_t i = 0; i < count; ++i) {
+                    const size_t pos = pos_begin + i;
+                    if (p.allowed != nullptr && p.allowed[pos] == 0) continue;
+                    const float dist = distance_from_ip<metric>(a[i], qnorm, norms[pos]);
+                    if (inside_radius<metric>(dist, radius)) {
+                        out.push_back(Candidate{dist, ids[pos], static_cast<int64_t>(pos)});
+                    }
+                }
+            }
+        }
+    });
+
+    results.assign(p.nq, {});
+    for (size_t q = 0; q < p.nq; ++q) {
+        std::vector<Candidate>& r = results[q];
+        for (size_t slice = 0; slice < plan.nslices; ++slice) {
+            std::vector<Candidate>& part = parts[slice * p.nq + q];
+            r.insert(r.end(), part.begin(), part.end());
+            std::vector<Candidate>().swap(part);
+        }
+        std::sort(r.begin(), r.end(), Ranking<metric>::before);
+    }
+}
+
+template <Metric metric>
 void search_reference_with_metric(const CodeStore& store, const SearchParams& p,
                                   float* distances, int64_t* labels) {
     const size_t ntotal = store.ntotal();
@@ -196,6 +275,7 @@ void search_reference_with_metric(const CodeStore& store, const SearchParams& p,
         const float qnorm = metric == Metric::L2 ? p.qnorms[q] : 0.0f;
         all.clear();
         for (size_t pos = 0; pos < ntotal; ++pos) {
+            if (p.allowed != nullptr && p.allowed[pos] == 0) continue;
             const uint8_t* slot =
                 store.block_codes(pos / kBlockSize) + pos % kBlockSize;
             float ip = 0.0f;
@@ -241,6 +321,10 @@ void validate_search(const CodeStore& store, const SearchParams& p) {
                                     std::to_string(store.max_code()) + " but tables have only K=" +
                                     std::to_string(p.K) + " entries");
     }
+    if (p.allowed != nullptr && p.allowed_size != store.ntotal()) {
+        throw std::invalid_argument("search: the filter mask has " + std::to_string(p.allowed_size) +
+                                    " entries, expected ntotal=" + std::to_string(store.ntotal()));
+    }
     if (p.nq > 0 && (p.tables == nullptr || p.scales == nullptr ||
                      (p.metric == Metric::L2 && p.qnorms == nullptr))) {
         throw std::invalid_argument("search: null input array");
@@ -274,6 +358,27 @@ void search(const CodeStore& store, const SearchParams& params, float* distances
     } else {
         search_with_metric<Metric::InnerProduct>(store, params, distances, labels, interrupt,
                                                  nthreads, kernel);
+    }
+}
+
+void range_search(const CodeStore& store, const SearchParams& params, float radius,
+                  std::vector<std::vector<Candidate>>& results, const InterruptCallback& interrupt,
+                  int nthreads, SimdLevel level) {
+    SearchParams p = params;
+    p.k = 1;  // not used by a range search; keeps validate_search's k check meaningful for search
+    validate_search(store, p);
+    if (!simd_level_supported(level)) {
+        throw std::invalid_argument(std::string("range_search: SIMD level ") + simd_level_name(level) +
+                                    " is not supported on this CPU");
+    }
+    results.assign(p.nq, {});
+    if (p.nq == 0 || store.ntotal() == 0) return;
+    const AdcScanFn kernel = adc_scan_for(level);
+    if (p.metric == Metric::L2) {
+        range_search_with_metric<Metric::L2>(store, p, radius, results, interrupt, nthreads, kernel);
+    } else {
+        range_search_with_metric<Metric::InnerProduct>(store, p, radius, results, interrupt, nthreads,
+                                                       kernel);
     }
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "codes.h"
 #include "parallel.h"
@@ -30,6 +31,11 @@ struct SearchParams {
     size_t iters = 0;               // prefix length, 1..store.M()
     size_t k = 0;                   // results per query, >= 1
     Metric metric = Metric::L2;
+    // Optional filter (faiss's IDSelector, evaluated by the caller over the stored ids):
+    // nullptr searches every stored vector; else allowed_size must equal store.ntotal() and only
+    // positions with allowed[pos] != 0 can be returned (fewer than k allowed: -1 padding).
+    const uint8_t* allowed = nullptr;
+    size_t allowed_size = 0;
 };
 
 // Throws std::invalid_argument when params do not fit the store.
@@ -41,6 +47,14 @@ void validate_search(const CodeStore& store, const SearchParams& params);
 // Throws drq::Interrupted when `interrupt` (called on this thread only) returns true.
 void search(const CodeStore& store, const SearchParams& params, float* distances,
             int64_t* labels, const InterruptCallback& interrupt, int nthreads, SimdLevel level);
+
+// Range search: for every query, each stored vector (allowed by the filter, if any) with
+// dist < radius (L2) or dist > radius (inner product), with the same distances as search(), in
+// the same total order (best first, ties by id then position). params.k is ignored. results
+// (out) is resized to nq lists. Parallel over queries, or over database slices when nq is small.
+void range_search(const CodeStore& store, const SearchParams& params, float radius,
+                  std::vector<std::vector<Candidate>>& results, const InterruptCallback& interrupt,
+                  int nthreads, SimdLevel level);
 
 // Single-threaded, straightforward version for tests: per query, computes every distance with
 // the same floating-point operations (no blocking, no heaps) and sorts them fully.

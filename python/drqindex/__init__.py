@@ -26,3 +26,12 @@ __all__ = [
     "IndexDRQ", "DRQQuantizer", "SearchParametersDRQ", "METRIC_L2", "METRIC_INNER_PRODUCT",
     "simd_level", "supported_simd_levels", "set_simd_level", "get_num_threads", "set_num_threads",
 ]
+
+# Persistence, faiss interoperability and factory strings (import lines added after the core API).
+from .io import IndexFileError, deserialize_index, read_index, serialize_index, write_index  # noqa: E402
+from .factory import index_factory  # noqa: E402
+from .faiss_export import to_faiss  # noqa: E402
+from .index_refine import IndexRefineFlat  # noqa: E402
+
+__all__ += ["IndexRefineFlat", "IndexFileError", "read_index", "write_index", "serialize_index", "deserialize_index",
+            "index_factory", "to_faiss"]

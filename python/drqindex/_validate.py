@@ -108,3 +108,29 @@ def metric_value(metric) -> int:
         raise ValueError(f"metric: expected drqindex.METRIC_L2 ({METRIC_L2}) or METRIC_INNER_PRODUCT "
                          f"({METRIC_INNER_PRODUCT}), got {metric!r}")
     return int(metric)
+
+
+def codes_matrix(codes, M: int, name: str = "codes") -> np.ndarray:
+    """Return codes as a uint8 C-contiguous (n, M) array: standalone codes as sa_encode makes them.
+
+    Only uint8 is accepted (a code byte is not a number to convert); a non-contiguous view is
+    copied, as the (n, M) bytes are small next to the vectors they stand for.
+    """
+    if not isinstance(codes, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy uint8 array of shape (n, {M}), got {_describe(codes)}")
+    if codes.dtype != np.uint8:
+        raise TypeError(f"{name}: expected (n, {M}) uint8, got {codes.shape} {codes.dtype}")
+    if codes.ndim != 2 or codes.shape[1] != M:
+        raise ValueError(f"{name}: expected shape (n, {M}) uint8 (one byte per iteration), got {codes.shape} "
+                         f"{codes.dtype}")
+    return np.ascontiguousarray(codes)
+
+
+def radius_value(radius, name: str = "radius") -> float:
+    """A finite float radius (range_search); bools are refused."""
+    if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, numbers.Real):
+        raise TypeError(f"{name}: expected a float, got {type(radius).__name__} {radius!r}")
+    radius = float(radius)
+    if not np.isfinite(radius):
+        raise ValueError(f"{name}: expected a finite value, got {radius}")
+    return radius

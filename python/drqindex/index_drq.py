@@ -64,6 +64,12 @@ class IndexDRQ:
         self._check_trained("use the quantizer")
         return self._quantizer
 
+    def __reduce__(self):
+        # pickle / copy.deepcopy go through the documented file format (drqindex.io): the pickle
+        # holds one bytes object and a reference to the reader, never the internal objects.
+        from . import io as _io
+        return (_io._index_from_bytes, (_io.serialize_index(self).tobytes(),))
+
     def __repr__(self):
         metric = "L2" if self.metric_type == METRIC_L2 else "IP"
         return (f"IndexDRQ(d={self.d}, iters={self.iters}, metric={metric}, is_trained={self.is_trained}, "
@@ -142,7 +148,9 @@ class IndexDRQ:
         """k nearest neighbours of float32 (n, d) queries, using the first `iters` bytes of each code.
 
         Returns D float32 (n, k) (squared L2 distances ascending, or inner products descending) and
-        I int64 (n, k) ids, -1 (with D = +/-FLT_MAX) where fewer than k vectors are stored.
+        I int64 (n, k) ids, -1 (with D = +/-FLT_MAX) where fewer than k vectors are stored (or selected).
+        params: SearchParametersDRQ(iters=..., sel=...) or, from code written for faiss, a
+        faiss.SearchParameters(sel=...); sel restricts the results to the ids it selects.
         """
         self._check_trained("search")
         x = _validate.float_matrix(x, self.d)
@@ -152,28 +160,52 @@ class IndexDRQ:
         D = _validate.output_array(D, (n, k), np.float32, "D")
         I = _validate.output_array(I, (n, k), np.int64, "I")
         with self._lock.read():
-            ntotal = self.ntotal
-            if ntotal == 0:
-                raise RuntimeError("search: the index is empty (ntotal = 0); add vectors before searching")
-            # The core never sees a k larger than ntotal: the padding is written here, so a huge k
-            # costs only the output arrays, not a huge heap per query.
-            k_core = min(k, ntotal)
-            for start in range(0, n, QUERY_CHUNK):
-                stop = min(n, start + QUERY_CHUNK)
-                tables, qnorms = self._quantizer.query_tables(x[start:stop])
-                Dc, Ic = _core.search(self._store, tables, qnorms, self._quantizer.scales, m, k_core,
-                                      self._core_metric())
-                D[start:stop, :k_core] = Dc
-                I[start:stop, :k_core] = Ic
+            self._search_locked(x, k, m, D, I, self._allowed_locked(params))
+        return D, I
+
+    def _allowed_locked(self, params) -> np.ndarray | None:
+        """params.sel evaluated over the stored ids: a uint8 (ntotal,) mask for the core, or None.
+        Computed under the caller's read lock, so it matches the store the search scans."""
+        sel = getattr(params, "sel", None)
+        if sel is None or self.ntotal == 0:
+            return None
+        from ._selectors import selection_mask
+        return selection_mask(sel, self._store.get_ids(), "params.sel").view(np.uint8)
+
+    def _search_locked(self, x: np.ndarray, k: int, m: int, D: np.ndarray, I: np.ndarray,
+                       allowed: np.ndarray | None = None) -> None:
+        # Callers hold the read lock (range_search calls this several times under one lock, so
+        # its rounds all see the same stored vectors).
+        ntotal = self.ntotal
+        if ntotal == 0:
+            raise RuntimeError("search: the index is empty (ntotal = 0); add vectors before searching")
+        # The core never sees a k larger than ntotal: the padding is written here, so a huge k
+        # costs only the output arrays, not a huge heap per query.
+        k_core = min(k, ntotal)
+        n = x.shape[0]
+        for start in range(0, n, QUERY_CHUNK):
+            stop = min(n, start + QUERY_CHUNK)
+            tables, qnorms = self._quantizer.query_tables(x[start:stop])
+            Dc, Ic = _core.search(self._store, tables, qnorms, self._quantizer.scales, m, k_core,
+                                  self._core_metric(), allowed)
+            if allowed is not None:
+                # Fewer allowed vectors than k_core: the core pads with +/-inf; faiss uses FLT_MAX.
+                Dc[Ic == -1] = _FLT_MAX if self.metric_type == METRIC_L2 else -_FLT_MAX
+            D[start:stop, :k_core] = Dc
+            I[start:stop, :k_core] = Ic
         if k_core < k:
             D[:, k_core:] = _FLT_MAX if self.metric_type == METRIC_L2 else -_FLT_MAX
             I[:, k_core:] = -1
-        return D, I
 
     def _search_iters(self, params, iters) -> int:
         if params is not None:
+            if _is_faiss_search_parameters(params):
+                # faiss.SearchParameters(sel=...) from code written for faiss: only its selector
+                # applies to a flat DRQ index (read by _allowed_locked); iters comes from the keyword.
+                return _validate.iters_value(iters, self.iters)
             if not isinstance(params, SearchParametersDRQ):
-                raise TypeError(f"params: expected drqindex.SearchParametersDRQ, got {type(params).__name__}")
+                raise TypeError(f"params: expected drqindex.SearchParametersDRQ (or a faiss.SearchParameters "
+                                f"with sel), got {type(params).__name__}")
             if iters is not None and params.iters is not None and iters != params.iters:
                 raise ValueError(f"iters: given both as iters={iters} and params.iters={params.iters}; pass one")
             if iters is None:
@@ -182,6 +214,42 @@ class IndexDRQ:
 
     def _core_metric(self) -> int:
         return 0 if self.metric_type == METRIC_L2 else 1
+
+    def range_search(self, x, radius, *, params: SearchParametersDRQ | None = None, iters: int | None = None):
+        """Every stored vector within `radius` of each float32 (n, d) query, as faiss's range_search.
+
+        L2: squared distance D < radius; inner product: D > radius (faiss's conventions).
+        Returns lims uint64 (n + 1,) (faiss's dtype), D float32 (lims[n],), I int64 (lims[n],):
+        query i's results are D[lims[i]:lims[i + 1]], I[...], sorted best first.
+        One scan of the codes in the core, with the same distances as search (exact with respect
+        to the codes); params / iters as for search (sel filters here too).
+        """
+        self._check_trained("range_search")
+        x = _validate.float_matrix(x, self.d)
+        radius = _validate.radius_value(radius)
+        m = self._search_iters(params, iters)
+        n = x.shape[0]
+        parts = []
+        with self._lock.read():
+            if self.ntotal == 0:
+                raise RuntimeError("range_search: the index is empty (ntotal = 0); add vectors before searching")
+            allowed = self._allowed_locked(params)
+            for start in range(0, n, QUERY_CHUNK):
+                tables, qnorms = self._quantizer.query_tables(x[start:start + QUERY_CHUNK])
+                parts.append(_core.range_search(self._store, tables, qnorms, self._quantizer.scales, m,
+                                                radius, self._core_metric(), allowed))
+        if len(parts) == 1:
+            return parts[0]
+        lims = np.zeros(n + 1, np.uint64)
+        offset, row = 0, 0
+        for part_lims, _, _ in parts:
+            nq = part_lims.size - 1
+            lims[row + 1:row + nq + 1] = part_lims[1:] + np.uint64(offset)
+            offset += int(part_lims[-1])
+            row += nq
+        D = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.float32)
+        I = np.concatenate([p[2] for p in parts]) if parts else np.empty(0, np.int64)
+        return lims, D, I
 
     # ---------------------------------------------------------------- reading back
     def reconstruct(self, key: int, iters: int | None = None) -> np.ndarray:
@@ -206,6 +274,29 @@ class IndexDRQ:
             codes = self._store.get_codes(int(i0), int(ni))
         return self._quantizer.decode(codes, m)
 
+    def reconstruct_batch(self, keys, iters: int | None = None) -> np.ndarray:
+        """Reconstructions (n, d) float32 of the vectors with ids `keys` (int array (n,)), in that order.
+        KeyError names the first id that is not stored; with duplicate stored ids, the first stored wins."""
+        self._check_trained("reconstruct_batch")
+        m = _validate.iters_value(iters, self.iters)
+        if not isinstance(keys, np.ndarray) or keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
+            raise TypeError(f"keys: expected a 1-D int64 array, got {_validate._describe(keys)}")
+        keys = keys.astype(np.int64, copy=False)
+        with self._lock.read():
+            ids = self._store.get_ids()
+            # A stable sort keeps the first stored position first among equal ids.
+            order = np.argsort(ids, kind="stable")
+            where = np.searchsorted(ids[order], keys) if ids.size else np.zeros(keys.size, np.int64)
+            found = where < ids.size
+            found[found] = ids[order[where[found]]] == keys[found]
+            if not found.all():
+                raise KeyError(f"reconstruct_batch: id {int(keys[np.flatnonzero(~found)[0]])} is not in the index")
+            positions = order[where]
+            codes = np.empty((keys.size, self.iters), np.uint8)
+            for i, pos in enumerate(positions):
+                codes[i] = self._store.get_codes(int(pos), 1)[0]
+        return self._quantizer.decode(codes, m)
+
     def get_ids(self) -> np.ndarray:
         """The stored ids in storage order, int64 (ntotal,)."""
         return self._store.get_ids()
@@ -223,16 +314,98 @@ class IndexDRQ:
             raise ValueError(f"codes: expected uint8 (n, >= {m}), got {_validate._describe(codes)}")
         return self._quantizer.decode(codes, m)
 
+    def sa_code_size(self) -> int:
+        """Bytes per standalone code (sa_encode / sa_decode / add_sa_codes): M, one per iteration."""
+        return self.iters
+
+    def add_sa_codes(self, codes, ids=None) -> None:
+        """Add vectors given as standalone codes uint8 (n, M) (e.g. from sa_encode), with int64 ids
+        (n,) or, when ids is None, ntotal, ntotal + 1, ...
+
+        The per-prefix norms that L2 search needs are recomputed from the codes in float64
+        (||decode(code, m)||^2 for every m), so distances can differ from those of add() by float
+        rounding (about 1e-6 relative), not more.
+        """
+        self._check_trained("add_sa_codes")
+        codes = _validate.codes_matrix(codes, self.iters)
+        if ids is not None:
+            ids = _validate.ids_array(ids, codes.shape[0])
+        norms = _prefix_norms(self._quantizer, codes)
+        with self._lock.write():
+            if ids is None:
+                ids = np.arange(self.ntotal, self.ntotal + codes.shape[0], dtype=np.int64)
+            if codes.shape[0]:
+                self._store.add(codes, norms, ids)
+
+    def _append_encoded(self, codes: np.ndarray, norms: np.ndarray, ids: np.ndarray) -> None:
+        """Append already encoded vectors (codes, their per-prefix norms and ids) as they are:
+        used by read_index, which has validated them."""
+        self._check_trained("add")
+        with self._lock.write():
+            if codes.shape[0]:
+                self._store.add(codes, norms, ids)
+
+    # ---------------------------------------------------------------- merging
+    def check_compatible_for_merge(self, other) -> None:
+        """Raise unless `other` stores codes of the same quantizer (same d, M, metric, and a
+        bit-identical codebook and scales): only then do its codes mean the same vectors here."""
+        if not isinstance(other, IndexDRQ):
+            raise TypeError(f"other: expected a drqindex.IndexDRQ, got {type(other).__name__}")
+        if (other.d, other.iters, other.metric_type) != (self.d, self.iters, self.metric_type):
+            raise ValueError(f"other: expected d={self.d}, iters={self.iters}, metric={self.metric_type}, "
+                             f"got d={other.d}, iters={other.iters}, metric={other.metric_type}")
+        self._check_trained("merge_from")
+        if not other.is_trained:
+            raise ValueError("other: the index is not trained, so it holds no codes to merge")
+        a, b = self._quantizer, other._quantizer
+        if a is not b and (a.codebook.tobytes() != b.codebook.tobytes() or a.scales.tobytes() != b.scales.tobytes()):
+            raise ValueError("other: its quantizer differs (codebook or scales are not bit-identical), "
+                             "so its codes cannot be merged; re-add its vectors instead")
+
+    def merge_from(self, other, add_id: int = 0) -> None:
+        """Move every vector of `other` (same quantizer) into this index, then empty `other`, as
+        faiss's merge_from. The codes and norms are copied as stored (no re-encoding); their ids
+        are kept, plus add_id (faiss's IVF convention for shifting the other index's ids)."""
+        if other is self:
+            raise ValueError("other: cannot merge an index into itself")
+        self.check_compatible_for_merge(other)
+        if isinstance(add_id, (bool, np.bool_)) or not isinstance(add_id, (int, np.integer)):
+            raise TypeError(f"add_id: expected an int, got {type(add_id).__name__}")
+        # Both write locks, always taken in the same (id) order, so two threads merging a into b
+        # and b into a cannot deadlock.
+        first, second = sorted((self, other), key=id)
+        with first._lock.write(), second._lock.write():
+            n = other.ntotal
+            if n == 0:
+                return
+            ids = other._store.get_ids()
+            if add_id:
+                ids = ids + np.int64(add_id)
+                if (ids == -1).any():
+                    raise ValueError(f"add_id: shifting the ids by {add_id} produces -1, reserved for 'no result'")
+            self._store.add(other._store.get_codes(0, n), other._store.get_norms(0, n), ids)
+            other._store.reset()
+
     # ---------------------------------------------------------------- removing
     def remove_ids(self, ids) -> int:
-        """Remove every stored vector whose id is in `ids` (int64 array); returns how many were removed.
-        The ids of the remaining vectors do not change."""
-        if not isinstance(ids, np.ndarray) or ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"ids: expected a 1-D int64 array, got {_validate._describe(ids)}")
+        """Remove every stored vector whose id is selected; returns how many were removed.
+
+        ids: a 1-D integer array of ids, or a faiss.IDSelector (IDSelectorBatch, IDSelectorRange,
+        IDSelectorArray, IDSelectorNot/And/Or, ...), as faiss's remove_ids accepts.
+        The ids of the remaining vectors do not change (unlike faiss.IndexFlat, like faiss's IVF
+        indexes and IndexIDMap: ids are what the user chose, never positions).
+        """
+        from ._selectors import selection_mask
+
+        if isinstance(ids, np.ndarray) and (ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer)):
+            raise TypeError(f"ids: expected a 1-D int64 array or a faiss.IDSelector, got {_validate._describe(ids)}")
         with self._lock.write():
-            if self.ntotal == 0 or ids.size == 0:
+            if self.ntotal == 0 or (isinstance(ids, np.ndarray) and ids.size == 0):
+                selection_mask(ids, np.empty(0, np.int64), "ids")  # still reject a wrong type
                 return 0
-            mask = np.isin(self._store.get_ids(), ids.astype(np.int64, copy=False))
+            mask = selection_mask(ids, self._store.get_ids(), "ids")
+            if not mask.any():
+                return 0
             return int(self._store.remove(mask.view(np.uint8)))
 
     def reset(self) -> None:
@@ -243,6 +416,29 @@ class IndexDRQ:
     def _check_trained(self, what: str) -> None:
         if self._quantizer is None:
             raise RuntimeError(f"{what}: the index is not trained (is_trained = False); call train(x) first")
+
+
+def _is_faiss_search_parameters(params) -> bool:
+    # Checked by module name first, so that faiss is not imported for drqindex's own parameters.
+    if not type(params).__module__.startswith("faiss"):
+        return False
+    import faiss
+    return isinstance(params, faiss.SearchParameters)
+
+
+def _prefix_norms(quantizer: DRQQuantizer, codes: np.ndarray) -> np.ndarray:
+    """||xhat_m||^2 for m = 1..M of each code (float32 (n, M)), decoding in float64 by chunks."""
+    n, M = codes.shape
+    norms = np.empty((n, M), np.float32)
+    codebook = quantizer.codebook.astype(np.float64)
+    scales = quantizer.scales.astype(np.float64)
+    for start in range(0, n, QUERY_CHUNK):
+        block = codes[start:start + QUERY_CHUNK]
+        xhat = np.zeros((block.shape[0], quantizer.d), np.float64)
+        for j in range(M):
+            xhat += scales[j] * codebook[block[:, j]]
+            norms[start:start + block.shape[0], j] = np.einsum("ij,ij->i", xhat, xhat)
+    return norms
 
 
 def _replace(cfg, **changes):

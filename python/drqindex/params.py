@@ -7,8 +7,12 @@ from dataclasses import dataclass
 @dataclass
 class SearchParametersDRQ:
     """iters: how many code iterations (bytes per vector) the scan uses, 1..M; None means all M.
+    sel: only return vectors whose id it selects, as faiss's SearchParameters.sel: a
+    faiss.IDSelector (IDSelectorBatch, IDSelectorRange, IDSelectorArray, Not/And/Or, ...) or a 1-D
+    int array of allowed ids; None searches everything. Fewer than k selected: -1 padding.
 
     The codes are stored once with M iterations; a smaller iters reads only each code's prefix,
     trading recall for speed without re-encoding.
     """
     iters: int | None = None
+    sel: object = None

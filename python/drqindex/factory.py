@@ -1,0 +1,97 @@
+"""index_factory: build a drqindex index from a faiss-style description string.
+
+    index_factory(d, "DRQ16")                   IndexDRQ(d, iters=16), untrained
+    index_factory(d, "DRQ8x8", METRIC_INNER_PRODUCT)
+    index_factory(d, "DRQ16,Refine(Flat)")      IndexRefineFlat(IndexDRQ(d, 16)): exact re-ranking
+
+A description is a comma-separated list of components, parsed in three slots like faiss's:
+    [coarse quantizer ,] encoding [, refinement]
+    coarse:      IVF<nlist>                    (IndexIVFDRQ: not available yet)
+    encoding:    DRQ<M> or DRQ<M>x8            M = 1..1024 iterations of one byte (K = 256)
+    refinement:  Refine(Flat) or RFlat         IndexRefineFlat: raw vectors kept, exact re-ranking
+Each slot is parsed into a small spec first and the index is built from the specs, so adding the
+IVF and Refine builders later only fills in _build, the grammar stays as it is.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import _validate
+from .metrics import METRIC_L2
+
+ACCEPTED_FORMS = ("DRQ<M>", "DRQ<M>x8", "IVF<nlist>,DRQ<M>", "DRQ<M>,Refine(Flat)", "DRQ<M>,RFlat")
+
+_ENCODING = re.compile(r"DRQ(\d+)(?:x(\d+))?")
+_IVF = re.compile(r"IVF(\d+)")
+_REFINE = re.compile(r"Refine\((\w+)\)|R(Flat)")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    iters: int
+    nlist: int | None = None  # IVF<nlist>
+    refine: str | None = None  # "Flat"
+
+
+def index_factory(d: int, description: str, metric: int = METRIC_L2):
+    """The index described by `description` (see the module docstring), untrained, for vectors of
+    dimension d and the given metric (drqindex.METRIC_L2 or METRIC_INNER_PRODUCT; faiss's
+    constants have the same values). ValueError for a string that is not understood, listing the
+    accepted forms; NotImplementedError for a valid form whose index type does not exist yet."""
+    d = _validate.positive_int(d, "d")
+    metric = _validate.metric_value(metric)
+    if not isinstance(description, str):
+        raise TypeError(f"description: expected a str such as 'DRQ16', got {type(description).__name__}")
+    return _build(d, _parse(description), metric)
+
+
+def _parse(description: str) -> _Spec:
+    parts = [p.strip() for p in description.split(",")]
+    iters = nlist = refine = None
+    for part in parts:
+        if (match := _ENCODING.fullmatch(part)) is not None:
+            if iters is not None or refine is not None:
+                raise _bad(description, f"'{part}': a second encoding, or an encoding after the refinement")
+            iters = int(match.group(1))
+            if not 1 <= iters <= 1024:
+                raise _bad(description, f"'{part}': M must be 1..1024, got {iters}")
+            nbits = match.group(2)
+            if nbits is not None and int(nbits) != 8:
+                raise _bad(description, f"'{part}': DRQ codes use 8 bits per iteration (K = 256), got x{nbits}")
+        elif (match := _IVF.fullmatch(part)) is not None:
+            if iters is not None or nlist is not None:
+                raise _bad(description, f"'{part}': the IVF component must come first, once")
+            nlist = int(match.group(1))
+            if nlist < 1:
+                raise _bad(description, f"'{part}': nlist must be >= 1")
+        elif (match := _REFINE.fullmatch(part)) is not None:
+            if iters is None or refine is not None:
+                raise _bad(description, f"'{part}': a refinement must follow the encoding, once")
+            refine = match.group(1) or match.group(2)
+            if refine != "Flat":
+                raise _bad(description, f"'{part}': only Refine(Flat) is supported")
+        else:
+            raise _bad(description, f"'{part}' is not a known component")
+    if iters is None:
+        raise _bad(description, "no encoding component (DRQ<M>)")
+    return _Spec(iters=iters, nlist=nlist, refine=refine)
+
+
+def _build(d: int, spec: _Spec, metric: int):
+    from .index_drq import IndexDRQ
+
+    if spec.nlist is not None:
+        raise NotImplementedError(f"index_factory: 'IVF{spec.nlist},DRQ{spec.iters}' is a valid description "
+                                  "but IndexIVFDRQ is not available in this drqindex version; use 'DRQ<M>' "
+                                  "(the flat IndexDRQ)")
+    index = IndexDRQ(d, iters=spec.iters, metric=metric)
+    if spec.refine == "Flat":
+        from .index_refine import IndexRefineFlat
+        return IndexRefineFlat(index)
+    return index
+
+
+def _bad(description: str, problem: str) -> ValueError:
+    return ValueError(f"index_factory: cannot parse {description!r}: {problem}. "
+                      f"Accepted forms: {', '.join(ACCEPTED_FORMS)}")
