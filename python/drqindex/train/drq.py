@@ -204,59 +204,96 @@ def _hard_pass(X: torch.Tensor, C: torch.Tensor, s: torch.Tensor, G: Optional[to
     codes = torch.empty((B, M), dtype=torch.int64)
     errs = torch.empty((B, M), dtype=X.dtype)
     for m in range(M):
-        sm = s[m]
-        score = (sm * sm) * gd - (2 * sm) * cur
-        best, b = score.min(1)
+        sm = float(s[m])
+        best, b = torch.add(gd * (sm * sm), cur, alpha=-2 * sm).min(1)
         codes[:, m] = b
         rn = rn + best
         errs[:, m] = rn
-        cur -= sm * G[b]
+        cur.add_(G.index_select(0, b), alpha=-sm)
     return codes, errs
 
 
+class _PrefixSum(torch.autograd.Function):
+    """Inclusive prefix sum over dim 0 of an (M, ...) tensor, slab by slab (torch.cumsum over a
+    leading dim is several times slower on CPU); the backward is the reversed prefix sum."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.contiguous().clone()
+        for m in range(1, out.shape[0]):
+            out[m] += out[m - 1]
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        out = g.contiguous().clone()
+        for m in range(out.shape[0] - 2, -1, -1):
+            out[m] += out[m + 1]
+        return out
+
+
+def _cumsum0(x):
+    return _PrefixSum.apply(x)
+
+
 def _batch_loss(X, C, s, codes, w, T, mu, nu, soft_mode, temp_data):
-    """Mean over the batch of sum_m w_m (hard_m + mu soft_m + nu joint_m); see the module docstring."""
+    """Mean over the batch of sum_m w_m (hard_m + mu soft_m + nu joint_m); see the module docstring.
+
+    Tensors are laid out (M, B, K) so that the prefix sums over m run over contiguous slabs."""
     B, M = codes.shape
     G = C @ C.T
     gd = torch.diagonal(G)
     XC = X @ C.T                                   # (B, K)
     xn = (X * X).sum(1)                            # (B,)
-    sv = s.view(1, M, 1)
-    sGb = sv * G[codes]                            # (B, M, K): s_j G[b_j, :]
-    csum = torch.cumsum(sGb, 1)                    # inclusive
-    cur = XC.unsqueeze(1) - (csum - sGb)           # <r_{m-1}, C_k>
+    cT = codes.T.contiguous()                      # (M, B)
+    sv = s.view(M, 1, 1)
+    s2 = s.view(M, 1)
+    xhx = _cumsum0(s2 * XC.gather(1, codes).T)     # <x, xhat_m>, (M, B)
+    if mu == 0 and nu == 0:
+        # hard terms only: ||x - xhat_m||^2 = ||x||^2 - 2 <x, xhat_m> + ||xhat_m||^2 with
+        # ||xhat_m||^2 - ||xhat_{m-1}||^2 = s_m^2 G[b_m, b_m] + 2 s_m sum_{j<m} s_j G[b_j, b_m]:
+        # O(B M^2) gathers of G instead of (M, B, K) distance tensors.
+        Gbb = G[cT.unsqueeze(1), cT.unsqueeze(0)]                  # (M, M, B): G[b_j, b_l]
+        strict = torch.ones(M, M, dtype=torch.bool).triu(1).unsqueeze(2)   # j < l
+        cross = (Gbb * strict * s.view(M, 1, 1)).sum(0)            # (M, B): sum_{j<l} s_j G[b_j, b_l]
+        incr = s2 * (s2 * gd[cT] + 2 * cross)
+        hard = xn - 2 * xhx + _cumsum0(incr)
+        return (hard * w.view(M, 1)).sum(0).mean(), hard.detach().T
+    sGb = sv * G[cT]                               # (M, B, K): s_j G[b_j, :]
+    csum = _cumsum0(sGb)                    # inclusive prefix sums
+    cur = XC - (csum - sGb)                        # <r_{m-1}, C_k>
     score = (sv * sv) * gd - 2 * sv * cur          # ||r_{m-1} - s_m C_k||^2 - ||r_{m-1}||^2
-    score_b = score.gather(2, codes.unsqueeze(2)).squeeze(2)
-    hard = xn.unsqueeze(1) + torch.cumsum(score_b, 1)          # ||r_m||^2, (B, M)
+    idx = cT.unsqueeze(2)
+    score_b = score.gather(2, idx).squeeze(2)      # (M, B)
+    hard = xn + _cumsum0(score_b)           # ||r_m||^2, (M, B)
     loss_terms = hard
     if mu > 0 or nu > 0:
-        rprev = torch.cat([xn.unsqueeze(1), hard[:, :-1]], 1)  # ||r_{m-1}||^2
+        rprev = torch.cat([xn.unsqueeze(0), hard[:-1]], 0)      # ||r_{m-1}||^2
         if temp_data is None:
             ref = rprev.detach().clamp_min(1e-12)
         else:
             ref = torch.full_like(rprev, temp_data)
-        p = torch.softmax(-score / (T * ref).unsqueeze(2), dim=2)   # (B, M, K)
-        pG = p @ G
+        p = torch.softmax(score / (-T * ref).unsqueeze(2), dim=2)   # (M, B, K)
         if soft_mode == "local":
+            pG = p @ G
             # xtilde_m = xhat_{m-1} + s_m p_m^T C
             pGp = (p * pG).sum(2)
-            soft = rprev - 2 * s.view(1, M) * (p * cur).sum(2) + (s * s).view(1, M) * pGp
-            pG_b = pG.gather(2, codes.unsqueeze(2)).squeeze(2)
-            joint = (s * s).view(1, M) * (pGp - 2 * pG_b + gd[codes])
+            soft = rprev - 2 * s2 * (p * cur).sum(2) + (s2 * s2) * pGp
+            pG_b = pG.gather(2, idx).squeeze(2)
+            joint = (s2 * s2) * (pGp - 2 * pG_b + gd[cT])
         else:
             # xtilde_m = sum_{j<=m} s_j p_j^T C, coefficients a_m = cumsum(s p) in codeword space
-            a = torch.cumsum(sv * p, 1)
-            Ga = torch.cumsum(sv * pG, 1)
-            xta = (a * XC.unsqueeze(1)).sum(2)                      # <x, xtilde_m>
+            a = _cumsum0(sv * p)
+            Ga = a @ G
+            xta = (a * XC).sum(2)                                   # <x, xtilde_m>
             ata = (a * Ga).sum(2)                                   # ||xtilde_m||^2
-            soft = xn.unsqueeze(1) - 2 * xta + ata
+            soft = xn - 2 * xta + ata
             # <xhat_m, xtilde_m> = <x, xtilde_m> - <r_m, xtilde_m>, <r_m, C_k> = XC_k - csum_m[k]
-            rta = (a * (XC.unsqueeze(1) - csum)).sum(2)
-            xhx = torch.cumsum(s.view(1, M) * XC.gather(1, codes), 1)   # <x, xhat_m>
-            hn = hard - xn.unsqueeze(1) + 2 * xhx                       # ||xhat_m||^2
+            rta = xta - (a * csum).sum(2)
+            hn = hard - xn + 2 * xhx                                 # ||xhat_m||^2
             joint = ata - 2 * (xta - rta) + hn
         loss_terms = hard + mu * soft + nu * joint
-    return (loss_terms * w.view(1, M)).sum(1).mean(), hard.detach()
+    return (loss_terms * w.view(M, 1)).sum(0).mean(), hard.detach().T
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -290,9 +327,20 @@ def _kmeans(x: np.ndarray, K: int, niter: int, seed: int, num_threads: Optional[
 
 
 @torch.no_grad()
-def _greedy_fit(X, C, s_init, fit_scales, learn_first, weights=None, ls_rounds=3):
-    """One greedy pass over X: optionally refit each s_m by least squares, return the scales, the
-    per-prefix mean errors and, when weights is given, the pooled Lloyd update of C."""
+def _greedy_fit(X, C, s_init, fit_scales, learn_first, weights=None, ls_rounds=2):
+    """One greedy pass over X (Gram form).
+
+    fit_scales: refit each s_m (m > 1 unless learn_first) by least squares, alternating with the
+    argmin (s_m = sum <r_{m-1}, C_b> / sum ||C_b||^2), starting from the given s_m (or, when it is
+    None, from s_{m-1} times the last residual-norm ratio).
+    weights: None, or "relative" / "uniform" / an (M,) array: also return the pooled Lloyd update
+    of C, C_k = sum_{(i,m): b_im = k} w_m s_m r_{m-1,i} / sum w_m s_m^2 (the best shared codebook
+    for these assignments and residuals), with "relative" using w_m = 1 / err_m of this pass.
+    The residual sums are kept in codeword space: sum w_m s_m r_{m-1} over a cluster equals
+    P^T X - Q C with P (n, K) and Q (K, K) accumulated step by step, so no (n, d) update per step.
+    Returns (scales list, per-prefix mean errors (M,), C_new or None).
+    """
+    n, K = X.shape[0], C.shape[0]
     G = C @ C.T
     gd = torch.diagonal(G)
     cur = X @ C.T
@@ -300,35 +348,41 @@ def _greedy_fit(X, C, s_init, fit_scales, learn_first, weights=None, ls_rounds=3
     M = len(s_init)
     s = list(s_init)
     errs = []
-    num = den = r = None
-    if weights is not None:
-        num = torch.zeros_like(C)
-        den = torch.zeros(C.shape[0], dtype=C.dtype)
-        r = X.clone()
-    prev_mean = float(rn.mean())
-    prev2_mean = None
+    lloyd = weights is not None
+    if lloyd:
+        P = torch.zeros((n, K), dtype=X.dtype)      # sum_m w_m s_m onehot(b_m)
+        A = torch.zeros((n, K), dtype=X.dtype)      # xhat_{m-1} in codeword coefficients
+        Q = torch.zeros((K, K), dtype=X.dtype)
+        den = torch.zeros(K, dtype=X.dtype)
+        rows = torch.arange(n)
+    means = [float(rn.mean())]
     for m in range(M):
         if fit_scales and (m > 0 or learn_first):
-            sm = s[m - 1] * math.sqrt(prev_mean / prev2_mean) if (m > 0 and prev2_mean) else s[m]
+            sm = s[m]
+            if sm is None:
+                sm = s[m - 1] * math.sqrt(means[-1] / means[-2]) if m > 1 else math.sqrt(means[-1] / float(gd.mean()))
             for _ in range(ls_rounds):
-                b = ((sm * sm) * gd - (2 * sm) * cur).argmin(1)
-                sm = float(cur.gather(1, b.unsqueeze(1)).sum() / gd[b].sum().clamp_min(1e-30))
-                sm = max(sm, 1e-8)
+                b = torch.add(gd * (sm * sm), cur, alpha=-2 * sm).argmin(1)
+                sm = max(float(cur.gather(1, b.unsqueeze(1)).sum() / gd[b].sum().clamp_min(1e-30)), 1e-8)
             s[m] = sm
-        sm = s[m]
-        score = (sm * sm) * gd - (2 * sm) * cur
-        best, b = score.min(1)
-        if weights is not None:
-            wm = float(weights[m])
-            num.index_add_(0, b, (wm * sm) * r)
-            den.index_add_(0, b, torch.full((X.shape[0],), wm * sm * sm, dtype=C.dtype))
-            r -= sm * C[b]
+        sm = float(s[m])
+        best, b = torch.add(gd * (sm * sm), cur, alpha=-2 * sm).min(1)
         rn = rn + best
-        cur -= sm * G[b]
-        prev2_mean, prev_mean = prev_mean, float(rn.mean())
-        errs.append(prev_mean)
+        cur.add_(G.index_select(0, b), alpha=-sm)
+        means.append(float(rn.mean()))
+        errs.append(means[-1])
+        if lloyd:
+            if isinstance(weights, str):
+                wm = 1.0 if weights == "uniform" else 1.0 / max(means[-1], 1e-30)
+            else:
+                wm = float(weights[m])
+            P[rows, b] += wm * sm
+            Q.index_add_(0, b, (wm * sm) * A)
+            den += torch.bincount(b, minlength=K).to(X.dtype) * (wm * sm * sm)
+            A[rows, b] += sm
     C_new = None
-    if weights is not None:
+    if lloyd:
+        num = P.T @ X - Q @ C
         C_new = C.clone()
         nz = den > 0
         C_new[nz] = num[nz] / den[nz].unsqueeze(1)
@@ -406,15 +460,12 @@ def train_drq(x_train: np.ndarray, cfg: Optional[DRQTrainConfig] = None):
     t_start = time.monotonic()
     deadline = None if cfg.max_seconds is None else t_start + float(cfg.max_seconds)
     prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
     try:
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
-        torch.use_deterministic_algorithms(True)
         return _train(x_train, cfg, t_start, deadline)
     finally:
         torch.set_num_threads(prev_threads)
-        torch.use_deterministic_algorithms(prev_det)
 
 
 def _train(x_np: np.ndarray, cfg: DRQTrainConfig, t_start: float, deadline: Optional[float]):
@@ -439,27 +490,31 @@ def _train(x_np: np.ndarray, cfg: DRQTrainConfig, t_start: float, deadline: Opti
     C0 = torch.from_numpy(_kmeans(Xtr.numpy(), K, cfg.kmeans_iters, cfg.seed, cfg.num_threads))
     samp = Xtr if Xtr.shape[0] <= cfg.init_sample else \
         Xtr[torch.from_numpy(np.sort(rng.choice(Xtr.shape[0], cfg.init_sample, replace=False)))]
-    s0 = [1.0] * M
-    s0, errs0, _ = _greedy_fit(samp, C0, s0, True, cfg.learn_first_scale)
+    s0 = [1.0] + [None] * (M - 1)
+    if cfg.learn_first_scale:
+        s0[0] = 1.0
+    pw = cfg.prefix_weights if isinstance(cfg.prefix_weights, str) else np.asarray(cfg.prefix_weights)
+    lloyd = cfg.init == "shared_rq" and cfg.init_iters > 0
+    s0, errs0, Cn = _greedy_fit(samp, C0, s0, True, cfg.learn_first_scale, weights=pw if lloyd else None)
     w = _prefix_weights(cfg, errs0)
     init_hist = [float((w * errs0).sum())]
-    if cfg.init == "shared_rq" and cfg.init_iters > 0:
-        best = (init_hist[0], C0, s0)
-        C, s = C0, s0
+    if lloyd:
+        best = (init_hist[0], C0, s0, errs0)
+        s = s0
         for it in range(cfg.init_iters):
-            _, _, C = _greedy_fit(samp, C, s, False, cfg.learn_first_scale, weights=w)
-            s, errs, _ = _greedy_fit(samp, C, s, True, cfg.learn_first_scale)
+            last = it == cfg.init_iters - 1
+            s, errs, Cnext = _greedy_fit(samp, Cn, s, True, cfg.learn_first_scale,
+                                         weights=None if last else pw)
             crit = float((w * errs).sum())
             init_hist.append(crit)
             log.write(f"init round {it + 1}: weighted prefix MSE {crit:.5f}")
             if crit < best[0]:
-                best = (crit, C, s)
+                best = (crit, Cn, s, errs)
+            Cn = Cnext
             if deadline is not None and time.monotonic() > deadline:
                 break
-        _, C0, s0 = best
-        if cfg.prefix_weights == "relative":  # re-reference the weights on the initial model
-            _, errs0, _ = _greedy_fit(samp, C0, s0, False, cfg.learn_first_scale)
-            w = _prefix_weights(cfg, errs0)
+        _, C0, s0, errs0 = best
+        w = _prefix_weights(cfg, errs0)   # re-reference "relative" weights on the chosen model
     init_seconds = time.monotonic() - t0
 
     C = torch.nn.Parameter(C0.clone().contiguous())
