@@ -350,3 +350,14 @@ def test_info_section_is_plain_json():
     info = dict((t, p) for t, _, p in sections_of(GOLDEN))[b"INFO"]
     parsed = json.loads(info.decode("utf-8"))
     assert parsed["train_info"]["note"] == "golden file, format 1.0"
+
+
+def test_index_file_error_survives_pickling():
+    # Errors cross process boundaries (Ray workers, multiprocessing): they must unpickle intact.
+    import pickle
+
+    from drqindex.io import IndexFileError
+    err = pickle.loads(pickle.dumps(IndexFileError("shard_3.drq", "CODE", "truncated: read 10 of 64 bytes")))
+    assert isinstance(err, ValueError)
+    assert (err.source, err.section) == ("shard_3.drq", "CODE")
+    assert str(err) == "shard_3.drq: section CODE: truncated: read 10 of 64 bytes"

@@ -31,7 +31,8 @@ MAGIC = b"DRQIDX\x00\x01"
 FORMAT_MAJOR = 1  # a reader refuses files with a larger major version
 FORMAT_MINOR = 0  # minor versions only add optional sections / header fields: always readable
 
-KIND_FLAT = 1  # IndexDRQ. Reserved for later: 2 = IndexIVFDRQ (see docs/file_format.md).
+KIND_FLAT = 1  # IndexDRQ (and IndexRefineFlat, by flag)
+KIND_IVF = 2  # IndexIVFDRQ (see docs/file_format.md)
 
 # Header: magic, major, minor, header_size, kind, d, M, K, metric, reserved, ntotal, flags,
 # reserved, then the header's CRC32 as the last 4 bytes. header_size lets a later minor version
@@ -61,6 +62,9 @@ TAG_NORMS = b"NORM"  # float32 (ntotal, M); [i, m-1] = ||xhat_m(i)||^2
 TAG_IDS = b"IDS "  # int64 (ntotal,)
 TAG_RAW = b"RAWF"  # IndexRefineFlat only: float32 (ntotal, d), the raw vectors in storage order
 TAG_K_FACTOR = b"RFKF"  # IndexRefineFlat only: float64 k_factor
+TAG_IVF_PARAMS = b"IVFP"  # IndexIVFDRQ only: int64 [nlist, nprobe, search_iters (0 = None)]
+TAG_COARSE = b"CQIX"  # IndexIVFDRQ only: the coarse quantizer, faiss.serialize_index bytes
+TAG_LIST_SIZES = b"LSTS"  # IndexIVFDRQ only: int64 (nlist,) vectors per list; CODE/NORM/IDS are in list order
 TAG_END = b"END "  # empty, last; nothing may follow it
 
 # Rows per chunk when codes/norms move between a file and the store: bounds the temporary
@@ -79,6 +83,11 @@ class IndexFileError(ValueError):
         self.problem = problem
         where = f"{source}: " + (f"section {section}: " if section else "")
         super().__init__(where + problem)
+
+    def __reduce__(self):
+        # The default exception pickling would call __init__ with the single formatted message;
+        # rebuild from the three fields so the error survives a process boundary (Ray, multiprocessing).
+        return (type(self), (self.source, self.section, self.problem))
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -115,16 +124,47 @@ def serialize_index(index) -> np.ndarray:
 
 def _write(index, f) -> None:
     from .index_drq import IndexDRQ
+    from .index_ivf import IndexIVFDRQ
     from .index_refine import IndexRefineFlat
 
-    if isinstance(index, IndexRefineFlat):
+    if isinstance(index, IndexIVFDRQ):
+        _write_ivf(index, f)
+    elif isinstance(index, IndexRefineFlat):
         # Wrapper lock, then base lock: the order every IndexRefineFlat method uses.
         with index._lock.read():
             _write_flat(index.base_index, f, refine=index)
     elif isinstance(index, IndexDRQ):
         _write_flat(index, f, refine=None)
     else:
-        raise TypeError(f"index: expected a drqindex.IndexDRQ or IndexRefineFlat, got {type(index).__name__}")
+        raise TypeError(f"index: expected a drqindex.IndexDRQ, IndexRefineFlat or IndexIVFDRQ, "
+                        f"got {type(index).__name__}")
+
+
+def _write_ivf(index, f) -> None:
+    import faiss
+
+    with index._lock.read():
+        trained = index.is_trained
+        ntotal = index.ntotal
+        M = index.iters
+        f.write(_pack_header(KIND_IVF, index.d, M, 256, index.metric_type, ntotal, FLAG_TRAINED if trained else 0))
+        writer = _SectionWriter(f, HEADER_SIZE)
+        writer.section(TAG_INFO, 0, [_info_json(index).encode("utf-8")])
+        params = np.array([index.nlist, index.nprobe, index.search_iters or 0], "<i8")
+        writer.section(TAG_IVF_PARAMS, SECTION_REQUIRED, [params])
+        writer.section(TAG_COARSE, SECTION_REQUIRED, [np.asarray(faiss.serialize_index(index.quantizer), np.uint8)])
+        if trained:
+            q = index._drq
+            writer.section(TAG_CODEBOOK, SECTION_REQUIRED, [_le(q.codebook, "<f4")])
+            writer.section(TAG_SCALES, SECTION_REQUIRED, [_le(q.scales, "<f4")])
+        store = index._store
+        sizes = store.list_sizes()
+        writer.section(TAG_LIST_SIZES, SECTION_REQUIRED, [_le(sizes, "<i8")])
+        nonempty = [int(l) for l in np.flatnonzero(sizes)]
+        writer.section(TAG_CODES, SECTION_REQUIRED, (store.get_list(l)[0] for l in nonempty))
+        writer.section(TAG_NORMS, SECTION_REQUIRED, (_le(store.get_list(l)[1], "<f4") for l in nonempty))
+        writer.section(TAG_IDS, SECTION_REQUIRED, (_le(store.get_list(l)[2], "<i8") for l in nonempty))
+        writer.section(TAG_END, SECTION_REQUIRED, [])
 
 
 def _write_flat(index, f, refine) -> None:
@@ -354,9 +394,11 @@ def _read(src):
     (stored_crc,) = struct.unpack("<I", full[-4:])
     if zlib.crc32(full[:-4]) != stored_crc:
         raise err("header", "checksum mismatch (the header is corrupt)")
-    if kind != KIND_FLAT:
+    if kind not in (KIND_FLAT, KIND_IVF):
         raise err("header", f"index kind {kind} is not supported by this drqindex "
-                            f"(knows {KIND_FLAT} = IndexDRQ)")
+                            f"(knows {KIND_FLAT} = IndexDRQ, {KIND_IVF} = IndexIVFDRQ)")
+    if kind == KIND_IVF and flags & FLAG_REFINE_FLAT:
+        raise err("header", "the refine flag is not valid for an IndexIVFDRQ")
     if flags & ~_KNOWN_FLAGS:
         raise err("header", f"unknown required feature flags {flags & ~_KNOWN_FLAGS:#x}; upgrade drqindex")
     if d < 1:
@@ -409,6 +451,8 @@ def _read(src):
     known = {TAG_INFO, TAG_CODEBOOK, TAG_SCALES, TAG_CODES, TAG_NORMS, TAG_IDS, TAG_END}
     if refine:
         known |= {TAG_RAW, TAG_K_FACTOR}
+    if kind == KIND_IVF:
+        known |= {TAG_IVF_PARAMS, TAG_COARSE, TAG_LIST_SIZES}
     for tag, sec in sections.items():
         if tag not in known and sec.flags & SECTION_REQUIRED:
             raise err(sec.name, "unknown required section (written by a newer drqindex); upgrade drqindex")
@@ -421,6 +465,9 @@ def _read(src):
             raise err(sec.name, f"expected {nbytes} bytes for the header's sizes (d={d}, M={M}, "
                                 f"ntotal={ntotal}), got {sec.length}")
         return sec
+
+    if kind == KIND_IVF:
+        return _read_ivf(src, sections, expect, err, d, M, K, metric, ntotal, trained)
 
     # --- build the index
     from .index_drq import IndexDRQ
@@ -475,6 +522,80 @@ def _read(src):
     if not np.isfinite(raw).all():
         raise err(raw_sec.name, "non-finite raw vector values")
     return _wrap_refine(index, raw, k_factor)
+
+
+def _read_quantizer(src, expect, err, d, M, K):
+    from .quantizer import DRQQuantizer
+
+    cb = expect(TAG_CODEBOOK, K * d * 4)
+    sc = expect(TAG_SCALES, M * 4)
+    codebook = src.array(cb.offset, K * d, "<f4", cb.name).reshape(K, d).astype(np.float32)
+    scales = src.array(sc.offset, M, "<f4", sc.name).astype(np.float32)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            quantizer = DRQQuantizer(codebook, scales)
+    except ValueError as e:
+        raise err(f"{cb.name}/{sc.name}", str(e)) from None
+    if not np.isfinite(quantizer.gram).all():
+        raise err(cb.name, "codeword inner products overflow float32 (codebook values too large)")
+    return quantizer
+
+
+def _read_ivf(src, sections, expect, err, d, M, K, metric, ntotal, trained):
+    import faiss
+
+    from .index_ivf import IndexIVFDRQ
+
+    ps = expect(TAG_IVF_PARAMS, 24)
+    nlist, nprobe, search_iters = (int(v) for v in src.array(ps.offset, 3, "<i8", ps.name))
+    if not 1 <= nlist <= 1 << 24 or not 1 <= nprobe <= nlist or not 0 <= search_iters <= M:
+        raise err(ps.name, f"invalid IVF parameters nlist={nlist}, nprobe={nprobe}, search_iters={search_iters}")
+    cq = sections.get(TAG_COARSE)
+    if cq is None:
+        raise err(_tag_name(TAG_COARSE), "missing")
+    # The section's CRC was verified above, so faiss parses exactly the bytes that were written.
+    try:
+        coarse = faiss.deserialize_index(np.array(src.array(cq.offset, cq.length, "u1", cq.name), dtype=np.uint8))
+    except RuntimeError as e:
+        raise err(cq.name, f"faiss could not read the coarse quantizer: {str(e)[:200]}") from None
+    try:
+        index = IndexIVFDRQ(coarse, d, nlist, iters=M, metric=metric)
+    except (TypeError, ValueError) as e:
+        raise err(cq.name, str(e)) from None
+    index.nprobe = nprobe
+    index.search_iters = search_iters or None
+    if TAG_INFO in sections:
+        _apply_info(index, src, sections[TAG_INFO], err)
+    ls = expect(TAG_LIST_SIZES, nlist * 8)
+    sizes = src.array(ls.offset, nlist, "<i8", ls.name)
+    if (sizes < 0).any() or int(sizes.sum()) != ntotal:
+        raise err(ls.name, f"list sizes must be >= 0 and sum to ntotal={ntotal}, got sum {int(sizes.sum())}")
+    if not trained:
+        for tag in (TAG_CODEBOOK, TAG_SCALES):
+            if tag in sections:
+                raise err(_tag_name(tag), "present although the header says the index is untrained")
+        for tag in (TAG_CODES, TAG_NORMS, TAG_IDS):
+            expect(tag, 0)
+        return index
+    quantizer = _read_quantizer(src, expect, err, d, M, K)
+    if coarse.ntotal != nlist:
+        raise err(cq.name, f"the coarse quantizer holds {coarse.ntotal} centroids, expected nlist={nlist}")
+    index.set_quantizers(quantizer)
+    codes_sec = expect(TAG_CODES, ntotal * M)
+    norms_sec = expect(TAG_NORMS, ntotal * M * 4)
+    ids_sec = expect(TAG_IDS, ntotal * 8)
+    list_nos = np.repeat(np.arange(nlist, dtype=np.int64), sizes)
+    for start, n in _chunks(ntotal):
+        codes = src.array(codes_sec.offset + start * M, n * M, "u1", codes_sec.name).reshape(n, M)
+        terms = src.array(norms_sec.offset + start * M * 4, n * M, "<f4", norms_sec.name).reshape(n, M)
+        ids = src.array(ids_sec.offset + start * 8, n, "<i8", ids_sec.name)
+        if not np.isfinite(terms).all():
+            raise err(norms_sec.name, "non-finite values")
+        if (ids == -1).any():
+            raise err(ids_sec.name, "id -1 is reserved for 'no result'")
+        index._append_encoded(np.ascontiguousarray(codes), np.ascontiguousarray(terms, dtype=np.float32),
+                              np.ascontiguousarray(ids, dtype=np.int64), list_nos[start:start + n])
+    return index
 
 
 def _wrap_refine(base, raw, k_factor):
