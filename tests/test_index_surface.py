@@ -226,9 +226,10 @@ def test_factory_refuses_unknown_strings_listing_accepted_forms(desc, message):
     assert "Accepted forms: DRQ<M>" in str(info.value)
 
 
-def test_factory_ivf_form_is_planned_but_not_available_yet():
-    with pytest.raises(NotImplementedError, match="valid description"):
-        drqindex.index_factory(8, "IVF1024,DRQ16")
+def test_factory_ivf_form_builds_an_ivf_index():
+    index = drqindex.index_factory(8, "IVF1024,DRQ16")
+    assert isinstance(index, drqindex.IndexIVFDRQ)
+    assert (index.d, index.nlist, index.iters, index.is_trained) == (8, 1024, 16, False)
 
 
 @pytest.mark.parametrize("desc", ["DRQ16,Refine(Flat)", "DRQ16,RFlat"])

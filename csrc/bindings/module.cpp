@@ -25,6 +25,7 @@
 #include "drq/adc.h"
 #include "drq/codes.h"
 #include "drq/encode.h"
+#include "drq/ivf.h"
 #include "drq/parallel.h"
 #include "drq/search.h"
 #include "drq/simd_level.h"
@@ -304,6 +305,70 @@ py::tuple range_search_impl(const PyCodeStore& s, const py::object& tables_obj,
                           vector_to_array(std::move(labels), {total}));
 }
 
+// ---------------------------------------------------------------------------------------------
+// InvertedLists with its lock
+
+struct PyIVFStore {
+    PyIVFStore(size_t nlist, size_t M) : lists(nlist, M) {}
+    drq::InvertedLists lists;
+    mutable std::shared_mutex mutex;
+};
+
+py::tuple ivf_search_impl(const PyIVFStore& s, const py::object& tables_obj,
+                          const py::object& coarse_obj, const py::object& list_nos_obj,
+                          const py::object& scales_obj, int64_t iters, int64_t k, int64_t metric,
+                          const py::object& allowed_obj, bool reference) {
+    const py::ssize_t M = static_cast<py::ssize_t>(s.lists.M());
+    py::array tables =
+        require_array<float>(tables_obj, "tables", "float32", {any_dim("nq"), any_dim("K")});
+    const py::ssize_t nq = tables.shape(0);
+    py::array coarse = require_array<float>(coarse_obj, "coarse", "float32",
+                                            {fixed_dim(nq, "nq"), any_dim("nprobe")});
+    const py::ssize_t nprobe = coarse.shape(1);
+    py::array list_nos = require_array<int64_t>(list_nos_obj, "list_nos", "int64",
+                                                {fixed_dim(nq, "nq"), fixed_dim(nprobe, "nprobe")});
+    py::array scales = require_array<float>(scales_obj, "scales", "float32", {fixed_dim(M, "M")});
+    if (metric != 0 && metric != 1) {
+        throw std::invalid_argument("metric must be 0 (L2) or 1 (inner product), got " +
+                                    std::to_string(metric));
+    }
+    drq::IVFSearchParams params;
+    params.tables = data_of<float>(tables);
+    params.nq = static_cast<size_t>(nq);
+    params.K = static_cast<size_t>(tables.shape(1));
+    params.coarse = data_of<float>(coarse);
+    params.list_nos = data_of<int64_t>(list_nos);
+    params.nprobe = to_size(nprobe, "nprobe", 1);
+    params.scales = data_of<float>(scales);
+    params.iters = to_size(iters, "iters", 1);
+    params.k = to_size(k, "k", 1);
+    params.metric = metric == 0 ? drq::Metric::L2 : drq::Metric::InnerProduct;
+    py::array allowed;
+    if (!allowed_obj.is_none()) {
+        allowed = require_array<bool, uint8_t>(allowed_obj, "allowed", "bool or uint8",
+                                               {any_dim("ntotal")});
+        params.allowed = data_of<uint8_t>(allowed);
+        params.allowed_size = static_cast<size_t>(allowed.shape(0));
+    }
+    py::array_t<float> distances({nq, static_cast<py::ssize_t>(params.k)});
+    py::array_t<int64_t> labels({nq, static_cast<py::ssize_t>(params.k)});
+    float* d_out = distances.mutable_data();
+    int64_t* l_out = labels.mutable_data();
+    if (reference) {
+        py::gil_scoped_release release;
+        std::shared_lock<std::shared_mutex> lock(s.mutex);
+        drq::ivf_search_reference(s.lists, params, d_out, l_out);
+    } else {
+        const int nthreads = drq::get_num_threads();
+        const drq::SimdLevel level = drq::get_simd_level();
+        run_interruptible([&](const drq::InterruptCallback& interrupt) {
+            std::shared_lock<std::shared_mutex> lock(s.mutex);
+            drq::ivf_search(s.lists, params, d_out, l_out, interrupt, nthreads, level);
+        });
+    }
+    return py::make_tuple(distances, labels);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -553,4 +618,167 @@ PYBIND11_MODULE(_core, m) {
         py::arg("iters"), py::arg("k"), py::arg("metric"), py::arg("allowed") = py::none(),
         "Same as search, computed by a plain single-threaded scalar loop with a full sort "
         "(ignores the SIMD level and threads; for tests).");
+
+    // --- inverted lists (IndexIVFDRQ) ---------------------------------------------------------
+    py::class_<PyIVFStore>(m, "IVFStore",
+                           "nlist inverted lists of sequential codes (blocked layout), per-prefix "
+                           "floats and int64 ids.")
+        .def(py::init([](int64_t nlist, int64_t M) {
+                 return std::make_unique<PyIVFStore>(to_size(nlist, "nlist", 1), to_size(M, "M", 1));
+             }),
+             py::arg("nlist"), py::arg("M"))
+        .def_property_readonly("M", [](const PyIVFStore& s) { return s.lists.M(); })
+        .def_property_readonly("nlist", [](const PyIVFStore& s) { return s.lists.nlist(); })
+        .def_property_readonly("ntotal",
+                               [](const PyIVFStore& s) {
+                                   py::gil_scoped_release release;
+                                   std::shared_lock<std::shared_mutex> lock(s.mutex);
+                                   return s.lists.ntotal();
+                               })
+        .def(
+            "memory_usage",
+            [](const PyIVFStore& s) {
+                py::gil_scoped_release release;
+                std::shared_lock<std::shared_mutex> lock(s.mutex);
+                return s.lists.memory_usage();
+            },
+            "Bytes held by all lists: codes (blocked, padding included), per-prefix floats, ids.")
+        .def(
+            "list_sizes",
+            [](const PyIVFStore& s) {
+                std::vector<int64_t> out(s.lists.nlist());
+                {
+                    py::gil_scoped_release release;
+                    std::shared_lock<std::shared_mutex> lock(s.mutex);
+                    for (size_t l = 0; l < out.size(); ++l) {
+                        out[l] = static_cast<int64_t>(s.lists.list(l).ntotal());
+                    }
+                }
+                const auto n = static_cast<py::ssize_t>(out.size());
+                return vector_to_array(std::move(out), {n});
+            },
+            "Vectors per list, int64 (nlist,).")
+        .def(
+            "add",
+            [](PyIVFStore& s, const py::object& codes_obj, const py::object& terms_obj,
+               const py::object& ids_obj, const py::object& list_nos_obj) {
+                const py::ssize_t M = static_cast<py::ssize_t>(s.lists.M());
+                py::array codes = require_array<uint8_t>(codes_obj, "codes", "uint8",
+                                                         {any_dim("n"), fixed_dim(M, "M")});
+                const py::ssize_t n = codes.shape(0);
+                py::array terms = require_array<float>(terms_obj, "terms", "float32",
+                                                       {fixed_dim(n, "n"), fixed_dim(M, "M")});
+                py::array ids = require_array<int64_t>(ids_obj, "ids", "int64", {fixed_dim(n, "n")});
+                py::array list_nos =
+                    require_array<int64_t>(list_nos_obj, "list_nos", "int64", {fixed_dim(n, "n")});
+                py::gil_scoped_release release;
+                std::unique_lock<std::shared_mutex> lock(s.mutex);
+                s.lists.add(static_cast<size_t>(n), data_of<uint8_t>(codes), data_of<float>(terms),
+                            data_of<int64_t>(ids), data_of<int64_t>(list_nos));
+            },
+            py::arg("codes"), py::arg("terms"), py::arg("ids"), py::arg("list_nos"),
+            "Appends codes uint8 (n, M), per-prefix terms float32 (n, M), ids int64 (n,) to the\n"
+            "lists list_nos int64 (n,). All or nothing.")
+        .def(
+            "get_list",
+            [](const PyIVFStore& s, int64_t l) {
+                const size_t M = s.lists.M();
+                std::vector<uint8_t> codes;
+                std::vector<float> terms;
+                std::vector<int64_t> ids;
+                size_t n = 0;
+                {
+                    py::gil_scoped_release release;
+                    std::shared_lock<std::shared_mutex> lock(s.mutex);
+                    if (l < 0 || static_cast<uint64_t>(l) >= s.lists.nlist()) {
+                        throw std::out_of_range("get_list: list " + std::to_string(l) +
+                                                " is outside [0, nlist=" +
+                                                std::to_string(s.lists.nlist()) + ")");
+                    }
+                    const drq::CodeStore& store = s.lists.list(static_cast<size_t>(l));
+                    n = store.ntotal();
+                    codes.resize(n * M);
+                    terms.resize(n * M);
+                    store.get_codes(0, n, codes.data());
+                    store.get_norms(0, n, terms.data());
+                    ids.assign(store.ids(), store.ids() + n);
+                }
+                const auto sn = static_cast<py::ssize_t>(n);
+                const auto sM = static_cast<py::ssize_t>(M);
+                return py::make_tuple(vector_to_array(std::move(codes), {sn, sM}),
+                                      vector_to_array(std::move(terms), {sn, sM}),
+                                      vector_to_array(std::move(ids), {sn}));
+            },
+            py::arg("list_no"),
+            "(codes uint8 (n, M), terms float32 (n, M), ids int64 (n,)) of one list.")
+        .def(
+            "get_ids",
+            [](const PyIVFStore& s) {
+                std::vector<int64_t> out;
+                {
+                    py::gil_scoped_release release;
+                    std::shared_lock<std::shared_mutex> lock(s.mutex);
+                    out = s.lists.ids_in_list_order();
+                }
+                const auto n = static_cast<py::ssize_t>(out.size());
+                return vector_to_array(std::move(out), {n});
+            },
+            "All ids, int64 (ntotal,), in list order (list 0 first).")
+        .def(
+            "remove",
+            [](PyIVFStore& s, const py::object& mask_obj) {
+                py::array mask = require_array<bool, uint8_t>(mask_obj, "mask", "bool or uint8",
+                                                              {any_dim("ntotal")});
+                const size_t length = static_cast<size_t>(mask.shape(0));
+                const uint8_t* mask_data = data_of<uint8_t>(mask);
+                py::gil_scoped_release release;
+                std::unique_lock<std::shared_mutex> lock(s.mutex);
+                if (length != s.lists.ntotal()) {
+                    throw std::invalid_argument("mask: expected shape (ntotal=" +
+                                                std::to_string(s.lists.ntotal()) + ",), got (" +
+                                                std::to_string(length) + ",)");
+                }
+                return s.lists.remove(mask_data);
+            },
+            py::arg("mask"),
+            "Removes the vectors where mask ((ntotal,), in get_ids() order) is nonzero.")
+        .def(
+            "reset",
+            [](PyIVFStore& s) {
+                py::gil_scoped_release release;
+                std::unique_lock<std::shared_mutex> lock(s.mutex);
+                s.lists.reset();
+            },
+            "Removes everything and frees the memory.");
+
+    const char* ivf_doc =
+        "ivf_search(store, tables, coarse, list_nos, scales, iters, k, metric, allowed=None)\n"
+        "-> (D float32 (nq, k), I int64 (nq, k)). tables: float32 (nq, K), T = q @ C.T;\n"
+        "coarse: float32 (nq, nprobe), ||q - c_l||^2 (L2) or <q, c_l> (IP) of the probed lists;\n"
+        "list_nos: int64 (nq, nprobe), -1 = skip. L2: D = (coarse + term_iters) - 2 ip;\n"
+        "IP: D = coarse + ip. allowed: optional (ntotal,) filter in get_ids() order.\n"
+        "GIL released, Ctrl-C honoured.";
+    m.def(
+        "ivf_search",
+        [](const PyIVFStore& s, const py::object& tables, const py::object& coarse,
+           const py::object& list_nos, const py::object& scales, int64_t iters, int64_t k,
+           int64_t metric, const py::object& allowed) {
+            return ivf_search_impl(s, tables, coarse, list_nos, scales, iters, k, metric, allowed,
+                                   false);
+        },
+        py::arg("store"), py::arg("tables"), py::arg("coarse"), py::arg("list_nos"),
+        py::arg("scales"), py::arg("iters"), py::arg("k"), py::arg("metric"),
+        py::arg("allowed") = py::none(), ivf_doc);
+    m.def(
+        "ivf_search_reference",
+        [](const PyIVFStore& s, const py::object& tables, const py::object& coarse,
+           const py::object& list_nos, const py::object& scales, int64_t iters, int64_t k,
+           int64_t metric, const py::object& allowed) {
+            return ivf_search_impl(s, tables, coarse, list_nos, scales, iters, k, metric, allowed,
+                                   true);
+        },
+        py::arg("store"), py::arg("tables"), py::arg("coarse"), py::arg("list_nos"),
+        py::arg("scales"), py::arg("iters"), py::arg("k"), py::arg("metric"),
+        py::arg("allowed") = py::none(),
+        "Same as ivf_search by a plain single-threaded scalar loop with a full sort (tests).");
 }

@@ -32,6 +32,8 @@ from .io import IndexFileError, deserialize_index, read_index, serialize_index, 
 from .factory import index_factory  # noqa: E402
 from .faiss_export import to_faiss  # noqa: E402
 from .index_refine import IndexRefineFlat  # noqa: E402
+from .index_ivf import IndexIVFDRQ  # noqa: E402
+from .params import SearchParametersIVFDRQ  # noqa: E402
 
-__all__ += ["IndexRefineFlat", "IndexFileError", "read_index", "write_index", "serialize_index", "deserialize_index",
+__all__ += ["IndexIVFDRQ", "SearchParametersIVFDRQ", "IndexRefineFlat", "IndexFileError", "read_index", "write_index", "serialize_index", "deserialize_index",
             "index_factory", "to_faiss"]

@@ -3,10 +3,13 @@
     index_factory(d, "DRQ16")                   IndexDRQ(d, iters=16), untrained
     index_factory(d, "DRQ8x8", METRIC_INNER_PRODUCT)
     index_factory(d, "DRQ16,Refine(Flat)")      IndexRefineFlat(IndexDRQ(d, 16)): exact re-ranking
+    index_factory(d, "IVF1024,DRQ16")           IndexIVFDRQ(faiss.IndexFlatL2(d), d, 1024, iters=16)
+    index_factory(d, "IVF1024_HNSW32,DRQ16")    the same with a faiss.IndexHNSWFlat(d, 32) coarse quantizer
 
 A description is a comma-separated list of components, parsed in three slots like faiss's:
     [coarse quantizer ,] encoding [, refinement]
-    coarse:      IVF<nlist>                    (IndexIVFDRQ: not available yet)
+    coarse:      IVF<nlist> or IVF<nlist>_HNSW<M>  IndexIVFDRQ; coarse quantizer IndexFlatL2/IndexFlatIP
+                                               by metric, or IndexHNSWFlat(d, M) (faiss)
     encoding:    DRQ<M> or DRQ<M>x8            M = 1..1024 iterations of one byte (K = 256)
     refinement:  Refine(Flat) or RFlat         IndexRefineFlat: raw vectors kept, exact re-ranking
 Each slot is parsed into a small spec first and the index is built from the specs, so adding the
@@ -20,10 +23,10 @@ from dataclasses import dataclass
 from . import _validate
 from .metrics import METRIC_L2
 
-ACCEPTED_FORMS = ("DRQ<M>", "DRQ<M>x8", "IVF<nlist>,DRQ<M>", "DRQ<M>,Refine(Flat)", "DRQ<M>,RFlat")
+ACCEPTED_FORMS = ("DRQ<M>", "DRQ<M>x8", "IVF<nlist>,DRQ<M>", "IVF<nlist>_HNSW<m>,DRQ<M>", "DRQ<M>,Refine(Flat)", "DRQ<M>,RFlat")
 
 _ENCODING = re.compile(r"DRQ(\d+)(?:x(\d+))?")
-_IVF = re.compile(r"IVF(\d+)")
+_IVF = re.compile(r"IVF(\d+)(?:_HNSW(\d+))?")
 _REFINE = re.compile(r"Refine\((\w+)\)|R(Flat)")
 
 
@@ -31,6 +34,7 @@ _REFINE = re.compile(r"Refine\((\w+)\)|R(Flat)")
 class _Spec:
     iters: int
     nlist: int | None = None  # IVF<nlist>
+    hnsw: int | None = None  # IVF<nlist>_HNSW<m>: HNSW coarse quantizer with m links
     refine: str | None = None  # "Flat"
 
 
@@ -48,7 +52,7 @@ def index_factory(d: int, description: str, metric: int = METRIC_L2):
 
 def _parse(description: str) -> _Spec:
     parts = [p.strip() for p in description.split(",")]
-    iters = nlist = refine = None
+    iters = nlist = refine = hnsw = None
     for part in parts:
         if (match := _ENCODING.fullmatch(part)) is not None:
             if iters is not None or refine is not None:
@@ -65,6 +69,10 @@ def _parse(description: str) -> _Spec:
             nlist = int(match.group(1))
             if nlist < 1:
                 raise _bad(description, f"'{part}': nlist must be >= 1")
+            if match.group(2) is not None:
+                hnsw = int(match.group(2))
+                if hnsw < 2:
+                    raise _bad(description, f"'{part}': HNSW needs >= 2 links per node")
         elif (match := _REFINE.fullmatch(part)) is not None:
             if iters is None or refine is not None:
                 raise _bad(description, f"'{part}': a refinement must follow the encoding, once")
@@ -75,16 +83,25 @@ def _parse(description: str) -> _Spec:
             raise _bad(description, f"'{part}' is not a known component")
     if iters is None:
         raise _bad(description, "no encoding component (DRQ<M>)")
-    return _Spec(iters=iters, nlist=nlist, refine=refine)
+    if nlist is not None and refine is not None:
+        raise _bad(description, "a refinement of an IVF index is not supported")
+    return _Spec(iters=iters, nlist=nlist, hnsw=hnsw, refine=refine)
 
 
 def _build(d: int, spec: _Spec, metric: int):
     from .index_drq import IndexDRQ
 
     if spec.nlist is not None:
-        raise NotImplementedError(f"index_factory: 'IVF{spec.nlist},DRQ{spec.iters}' is a valid description "
-                                  "but IndexIVFDRQ is not available in this drqindex version; use 'DRQ<M>' "
-                                  "(the flat IndexDRQ)")
+        import faiss
+
+        from .index_ivf import IndexIVFDRQ
+        if spec.hnsw is not None:
+            coarse = faiss.IndexHNSWFlat(d, spec.hnsw, metric)
+        elif metric == METRIC_L2:
+            coarse = faiss.IndexFlatL2(d)
+        else:
+            coarse = faiss.IndexFlatIP(d)
+        return IndexIVFDRQ(coarse, d, spec.nlist, iters=spec.iters, metric=metric)
     index = IndexDRQ(d, iters=spec.iters, metric=metric)
     if spec.refine == "Flat":
         from .index_refine import IndexRefineFlat

@@ -16,3 +16,13 @@ class SearchParametersDRQ:
     """
     iters: int | None = None
     sel: object = None
+
+
+@dataclass
+class SearchParametersIVFDRQ:
+    """For IndexIVFDRQ. nprobe: how many inverted lists to scan per query, 1..nlist (None:
+    index.nprobe); iters: code iterations (bytes) used, 1..M (None: index.search_iters, else M);
+    sel: as SearchParametersDRQ.sel (a faiss.IDSelector or an int array of allowed ids)."""
+    nprobe: int | None = None
+    iters: int | None = None
+    sel: object = None
