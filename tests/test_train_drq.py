@@ -81,7 +81,7 @@ def test_prefix_mse_decreases_with_m(trained, x):
     C, s, info = trained
     mse = _prefix_mse(x, C, s)
     assert np.all(np.diff(mse) <= 1e-6 * mse[0]), mse
-    assert mse[-1] < 0.5 * mse[0]
+    assert mse[-1] < 0.75 * mse[0]
     val = [info["val_mse_prefix"][m] for m in sorted(info["val_mse_prefix"])]
     assert np.all(np.diff(val) <= 0), val
 
@@ -128,7 +128,7 @@ def test_batch_loss_matches_direct_formula(mu, nu, soft):
     w = torch.rand(M, generator=g, dtype=torch.float64)
     T = 0.3
     codes, _ = drq._hard_pass(X, C, s)
-    loss, hard = drq._batch_loss(X, C, s, codes, w, T, mu, nu, soft, None)
+    loss, hard = drq._batch_loss(X, C, s, codes, w, T, mu, nu, soft, "residual")
     xhat = torch.zeros_like(X)
     xt = torch.zeros_like(X)
     r = X.clone()
@@ -186,9 +186,10 @@ def test_no_validation_split(x):
 
 def test_soft_terms_train(x):
     """The faithful DRQ loss (soft + joint terms, annealed temperature) runs and improves too."""
-    for soft in ("cumulative", "local"):
+    for soft, scaling in (("cumulative", "residual"), ("local", "residual"), ("local", "gain"),
+                          ("cumulative", "data")):
         _, _, info = train_drq(x, _cfg(epochs=2, lr=3e-2, mu=1.0, nu=0.1, soft=soft, temperature=0.1,
-                                       temperature_final=0.02))
+                                       temperature_final=0.02, temperature_scaling=scaling))
         assert min(info["val_loss"]) < info["val_loss_init"]
         assert info["history"][-1]["temperature"] == pytest.approx(0.02)
 
@@ -259,3 +260,11 @@ def test_train_package_exports_lazily():
     assert set(t.__all__) == {"DRQTrainConfig", "encode_greedy_torch", "train_drq"}
     with pytest.raises(AttributeError):
         t.no_such_name
+
+
+def test_few_rows_shrink_the_validation_split():
+    # 20 rows, K = 16: the held-out split may not take the training set below K vectors
+    x = _data(n=20)
+    C, s, info = train_drq(x, _cfg(epochs=1, init_sample=20))
+    assert info["n_train"] >= 16 and info["n_train"] + info["n_val"] == 20
+    assert np.isfinite(C).all() and np.isfinite(s).all()
