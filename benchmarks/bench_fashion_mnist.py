@@ -6,7 +6,11 @@ the first m = 8, 16, 32, 64 bytes of the same codes. The faiss baselines are tra
 at every length in the same run, on the same training vectors:
     PQ      IndexPQ(d, m, 8)                              (padded, see below, when m does not divide 784)
     IVFPQ   IndexIVFPQ(IndexFlatL2(d), d, nlist, m, 8)    nlist 1024, nprobe 16, residual encoding
-    RQ      IndexResidualQuantizer(d, m, 8)               faiss defaults (beam 5), ADC with a float norm
+    RQ      IndexResidualQuantizer(d, m, 8)               faiss defaults (beam 5, progressive-dim k-means),
+                                                          ADC with a float norm; trained on 16384 of the
+                                                          training vectors (--rq-train-size: its per-stage
+                                                          PCA costs O(n d^2)); one 64-stage run serves every m
+                                                          (bit-identical to training each m alone)
 For each: R@1 (1-recall@1), 10-recall@10, 1-recall@100, queries/s (all queries, k = 100, median of
 3 timed runs after a warm-up), training seconds, code size.
 
@@ -33,6 +37,10 @@ def _early_threads() -> None:
     if n is not None and n.isdigit() and int(n) > 0:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = n
+    if "--omp-passive" in argv:
+        # OpenMP threads sleep instead of spinning at barriers: on a machine shared with other jobs,
+        # spinning threads that get descheduled make faiss's many short parallel regions crawl.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 if __name__ == "__main__":
@@ -62,6 +70,13 @@ try:  # a source checkout without `pip install -e .`: use the in-tree package
     import drqindex.data  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(REPO / "python"))
+    for _m in [m for m in sys.modules if m == "drqindex" or m.startswith("drqindex.")]:
+        del sys.modules[_m]
+    try:
+        import drqindex.data  # noqa: F401
+    except ImportError as _e:
+        sys.exit(f"error: cannot import drqindex ({_e}); build it first: `make build` "
+                 "(or pip install -e . in the repository)")
 
 from drqindex.data import (  # noqa: E402
     ground_truth,
@@ -81,7 +96,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke-test size: 10k database, 1k queries, nlist 256, short drqindex training")
+                   help="smoke test: 10k database, 1k queries, nlist 256, 4 k-means iterations, RQ beam 1, "
+                        "1 drqindex epoch")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="where the .md/.json/.png go (default benchmarks/results, or benchmarks/results/quick "
                         "with --quick)")
@@ -101,12 +117,24 @@ def parse_args(argv=None):
     p.add_argument("--rq-beam", type=int, default=None, help="faiss RQ max_beam_size (default: faiss's, 5)")
     p.add_argument("--rq-search", choices=["norm_float", "norm_qint8", "decompress"], default="norm_float",
                    help="faiss RQ search type: norm_float = ADC with a 4-byte norm (same ranking as decompress)")
+    p.add_argument("--rq-train-size", type=int, default=16384,
+                   help="faiss RQ trains on a random subset of this many training vectors (0: all). Its default "
+                        "progressive-dim k-means computes a PCA of all training residuals at every stage, "
+                        "O(n d^2) per stage, which dominates on 784-d data")
+    p.add_argument("--rq-plain-kmeans", action="store_true",
+                   help="faiss RQ train_type = plain k-means instead of faiss's default progressive-dim (quick)")
+    p.add_argument("--rq-separate", action="store_true",
+                   help="train faiss RQ separately at every length (default: one run, prefix codebooks; identical)")
+    p.add_argument("--faiss-niter", type=int, default=None,
+                   help="k-means iterations for every faiss baseline (default: faiss's own; quick 4)")
     p.add_argument("--baselines", default="pq,ivfpq,rq", help="comma list of faiss baselines, or 'none'")
     p.add_argument("--skip-drq", action="store_true", help="faiss baselines only")
     p.add_argument("--drq-epochs", type=int, default=None,
-                   help="drqindex trainer epochs (passed as train_config epochs; quick default 2)")
+                   help="drqindex trainer epochs (passed as train_config epochs; quick default 1)")
     p.add_argument("--drq-config", default=None,
                    help="extra drqindex trainer fields as JSON, e.g. '{\"lr\": 1e-3}'")
+    p.add_argument("--omp-passive", action="store_true",
+                   help="set OMP_WAIT_POLICY=PASSIVE (recommended when other jobs share the cores)")
     p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args(argv)
     args.ms = sorted({int(m) for m in args.ms.split(",") if m.strip()})
@@ -120,12 +148,17 @@ def parse_args(argv=None):
     unknown = set(args.baselines) - {"pq", "ivfpq", "rq"}
     if unknown:
         p.error(f"--baselines: unknown {sorted(unknown)}; expected pq, ivfpq, rq")
-    if args.quick:
+    if args.quick:  # a smoke test of every code path, not a measurement
         args.nb = args.nb or 10000
         args.nq = args.nq or 1000
         args.nlist = args.nlist or 256
+        args.faiss_niter = args.faiss_niter or 4
+        args.rq_beam = args.rq_beam or 1
+        args.rq_train_size = min(args.rq_train_size or 2048, 2048)
+        args.rq_plain_kmeans = True
         if args.drq_epochs is None:
-            args.drq_epochs = 2
+            args.drq_epochs = 1
+        args.quick_drq_defaults = {"init_iters": 1}
     args.nlist = args.nlist or 1024
     if args.out_dir is None:
         args.out_dir = REPO / "benchmarks" / "results" / ("quick" if args.quick else "")
@@ -184,6 +217,29 @@ def _pad_dim(d: int, m: int) -> int:
     return -(-d // m) * m
 
 
+def _rq_search_type(name: str) -> int:
+    import faiss
+
+    return {"norm_float": faiss.AdditiveQuantizer.ST_norm_float,
+            "norm_qint8": faiss.AdditiveQuantizer.ST_norm_qint8,
+            "decompress": faiss.AdditiveQuantizer.ST_decompress}[name]
+
+
+def _configure_rq(index, args) -> str:
+    """Apply the RQ options; return the description of non-default settings."""
+    rq = index.rq
+    if args.rq_beam is not None:
+        rq.max_beam_size = args.rq_beam
+    extra = [f"max_beam_size={rq.max_beam_size}"]
+    if args.rq_plain_kmeans:
+        rq.train_type = 0  # Train_default: plain k-means per stage
+        extra.append("train_type=plain k-means")
+    if args.faiss_niter:
+        rq.cp.niter = args.faiss_niter
+        extra.append(f"niter={args.faiss_niter}")
+    return ", ".join(extra)
+
+
 def build_faiss(name: str, d: int, m: int, args):
     """Return (index, description, note, refs). Every faiss constructor call lives here.
 
@@ -195,13 +251,19 @@ def build_faiss(name: str, d: int, m: int, args):
         dp = _pad_dim(d, m)
         if name == "pq":
             inner = faiss.IndexPQ(dp, m, 8)
+            if args.faiss_niter:
+                inner.pq.cp.niter = args.faiss_niter
             desc = f"IndexPQ({dp}, {m}, 8)"
         else:
             coarse = faiss.IndexFlatL2(dp)
             inner = faiss.IndexIVFPQ(coarse, dp, args.nlist, m, 8)
             inner.nprobe = args.nprobe
+            if args.faiss_niter:
+                inner.cp.niter = inner.pq.cp.niter = args.faiss_niter
             refs.append(coarse)
             desc = f"IndexIVFPQ(IndexFlatL2({dp}), {dp}, {args.nlist}, {m}, 8), nprobe={args.nprobe}"
+        if args.faiss_niter:
+            desc += f", k-means niter={args.faiss_niter}"
         if dp == d:
             return inner, desc, "", refs
         # m does not divide d: zero-pad to dp dims, spreading the real dims uniformly so each
@@ -211,18 +273,16 @@ def build_faiss(name: str, d: int, m: int, args):
         refs += [remap, inner]
         return index, f"RemapDimensionsTransform({d}->{dp}, uniform) + {desc}", f"zero-padded {d}->{dp} dims", refs
     if name == "rq":
-        st = {"norm_float": faiss.AdditiveQuantizer.ST_norm_float,
-              "norm_qint8": faiss.AdditiveQuantizer.ST_norm_qint8,
-              "decompress": faiss.AdditiveQuantizer.ST_decompress}[args.rq_search]
-        index = faiss.IndexResidualQuantizer(d, m, 8, faiss.METRIC_L2, st)
-        if args.rq_beam is not None:
-            index.rq.max_beam_size = args.rq_beam
-        desc = (f"IndexResidualQuantizer({d}, {m}, 8, L2, ST_{args.rq_search}), "
-                f"max_beam_size={index.rq.max_beam_size}")
-        extra = index.code_size - m
-        note = f"+{extra} B norm" if extra else "decompress: exact distance to reconstruction"
-        return index, desc, note, refs
+        index = faiss.IndexResidualQuantizer(d, m, 8, faiss.METRIC_L2, _rq_search_type(args.rq_search))
+        extra = _configure_rq(index, args)
+        desc = f"IndexResidualQuantizer({d}, {m}, 8, L2, ST_{args.rq_search}), {extra}"
+        return index, desc, _rq_note(index, m), refs
     raise ValueError(name)
+
+
+def _rq_note(index, m: int) -> str:
+    extra = index.code_size - m
+    return f"+{extra} B norm" if extra else "decompress: exact distance to reconstruction"
 
 
 def faiss_code_size(index) -> int:
@@ -234,36 +294,156 @@ def faiss_code_size(index) -> int:
     return int(index.code_size)
 
 
+class _TeeCStdout:
+    """Capture what C code prints to fd 1 (still echoing it), to read faiss's verbose training log."""
+
+    def __enter__(self):
+        import ctypes
+        import threading
+
+        self.lines = []
+        self._libc = ctypes.CDLL(None)
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        r, w = os.pipe()
+        os.dup2(w, 1)
+        os.close(w)
+        self._thread = threading.Thread(target=self._pump, args=(r,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _pump(self, r):
+        with os.fdopen(r, "rb") as f:
+            for line in f:
+                try:
+                    os.write(self._saved, line)
+                except OSError:
+                    pass
+                self.lines.append(line.decode(errors="replace"))
+
+    def __exit__(self, *exc):
+        sys.stdout.flush()
+        self._libc.fflush(None)
+        os.dup2(self._saved, 1)  # drops the pipe's last write end: the pump sees EOF
+        self._thread.join(timeout=10)
+        os.close(self._saved)
+        return False
+
+
+def _rq_stage_times(lines) -> dict[int, float]:
+    """{stage: cumulative seconds at its end} from faiss ResidualQuantizer's verbose log."""
+    import re
+
+    pat = re.compile(r"\[\s*([0-9.]+) s,[^\]]*\]\s*train stage (\d+)")
+    out = {}
+    for line in lines:
+        mt = pat.search(line)
+        if mt:
+            out[int(mt.group(2))] = float(mt.group(1))
+    return out
+
+
+def train_rq_prefix_family(xt, d: int, args):
+    """faiss RQ for every m in args.ms from ONE training run of max(ms) stages.
+
+    faiss trains an RQ stage by stage (k-means on the residuals of the previous stages, the same
+    seed at every stage, no joint refinement by default), so the first m codebooks of RQ(M) are
+    bit-identical to the codebooks of an RQ(m) trained on its own (checked by
+    tests/test_bench_fashion_mnist.py). Each RQ(m) is then built from those m codebooks and encodes
+    the database itself (beam search over m stages, not a prefix of the M-stage code). The training
+    time reported for RQ(m) is what training it alone costs: the cumulative time at the end of
+    stage m from faiss's log, plus the fixed post-stage overhead.
+    Returns ({m: (trained empty index, train_s)}, seconds of the one training run).
+    """
+    import faiss
+
+    M = max(args.ms)
+    full = faiss.IndexResidualQuantizer(d, M, 8, faiss.METRIC_L2, _rq_search_type(args.rq_search))
+    _configure_rq(full, args)
+    full.rq.verbose = True
+    with _TeeCStdout() as tee, Timer() as t:
+        full.train(xt)
+    stages = _rq_stage_times(tee.lines)
+    tail = t.s - stages.get(M - 1, t.s)
+    books = faiss.vector_to_array(full.rq.codebooks)
+    K = 1 << 8
+    family = {}
+    for m in args.ms:
+        if m == M:
+            idx = full
+            full.rq.verbose = False
+        else:
+            idx = faiss.IndexResidualQuantizer(d, m, 8, faiss.METRIC_L2, _rq_search_type(args.rq_search))
+            _configure_rq(idx, args)
+            faiss.copy_array_to_vector(books[: m * K * d].copy(), idx.rq.codebooks)
+            idx.rq.is_trained = True
+            if hasattr(idx.rq, "compute_codebook_tables"):
+                idx.rq.compute_codebook_tables()
+            idx.is_trained = True
+        train_s = stages[m - 1] + tail if (m - 1) in stages else float("nan")
+        family[m] = (idx, train_s)
+    return family, t.s
+
+
 FAISS_LABELS = {"pq": "faiss PQ", "ivfpq": "faiss IVFPQ", "rq": "faiss RQ"}
 
 
-def run_faiss_baselines(xt, xb, xq, gt, args):
+def run_faiss_baselines(xt, xb, xq, gt, args, on_result=None):
     import faiss
 
-    results = []
+    results, faiss_meta = [], {}
     d = xb.shape[1]
+    xt_rq, rq_sub = xt, ""
+    if "rq" in args.baselines and args.rq_train_size and args.rq_train_size < xt.shape[0]:
+        sel = np.sort(np.random.default_rng(args.seed + 1).choice(xt.shape[0], args.rq_train_size, replace=False))
+        xt_rq = np.ascontiguousarray(xt[sel])
+        rq_sub = f"; trained on a random {args.rq_train_size} of the {xt.shape[0]} training vectors"
     for name in args.baselines:
+        family = None
+        if name == "rq" and not args.rq_separate:
+            log(f"faiss RQ: one training run of {max(args.ms)} stages, RQ(m) for m in {args.ms} built from "
+                "its first m codebooks (identical to training each alone; see --rq-separate)")
+            family, total = train_rq_prefix_family(xt_rq, d, args)
+            faiss_meta["rq_one_run_train_s"] = total
+            faiss_meta["rq_one_run_stages"] = max(args.ms)
+            log(f"  RQ training ({max(args.ms)} stages): {total:.1f} s")
         for m in args.ms:
-            index, desc, note, refs = build_faiss(name, d, m, args)
-            log(f"{FAISS_LABELS[name]} m={m}: {desc}")
-            with Timer() as t_train:
-                index.train(xt)
+            if family is not None:
+                index, train_s = family[m]
+                extra = _configure_rq(index, args)
+                desc = (f"IndexResidualQuantizer({d}, {m}, 8, L2, ST_{args.rq_search}), {extra}; first {m} "
+                        f"codebooks of one {max(args.ms)}-stage training run{rq_sub}")
+                note, refs = _rq_note(index, m), []
+                log(f"{FAISS_LABELS[name]} m={m}: {desc}")
+            else:
+                index, desc, note, refs = build_faiss(name, d, m, args)
+                if name == "rq":
+                    desc += rq_sub
+                log(f"{FAISS_LABELS[name]} m={m}: {desc}")
+                with Timer() as t_train:
+                    index.train(xt_rq if name == "rq" else xt)
+                train_s = t_train.s
             with Timer() as t_add:
                 index.add(xb)
             code_size = faiss_code_size(index)
-            log(f"  train {t_train.s:.1f} s, add {t_add.s:.1f} s, code_size {code_size} B")
+            log(f"  train {train_s:.1f} s, add {t_add.s:.1f} s, code_size {code_size} B")
             r = evaluate(lambda q: index.search(q, K_SEARCH), xq, gt, args.repeats)
             ivf = faiss.try_extract_index_ivf(index)
             bytes_per_vector = code_size + (8 if ivf is not None else 0)  # IVF lists also store an int64 id
             results.append({
                 "method": FAISS_LABELS[name], "key": name, "m": m, "code_size": code_size,
-                "bytes_per_vector": bytes_per_vector, "train_s": t_train.s, "add_s": t_add.s,
+                "bytes_per_vector": bytes_per_vector, "train_s": train_s, "add_s": t_add.s,
                 "index": desc, "note": note, **r,
             })
             log(f"  R@1 {r['R@1']:.4f}  10-R@10 {r['10-R@10']:.4f}  1-R@100 {r['1-R@100']:.4f}  "
                 f"{r['qps']:.0f} q/s")
+            if on_result:
+                on_result(results[-1])
             del index, refs
-    return results
+            if family is not None:
+                family[m] = None
+    faiss_meta["rq_train_vectors"] = int(xt_rq.shape[0])
+    return results, faiss_meta
 
 
 # ==============================================================================================
@@ -281,7 +461,9 @@ def drq_train_config(args):
         wanted["epochs"] = args.drq_epochs
     if args.drq_config:
         wanted.update(json.loads(args.drq_config))
-    wanted.setdefault("seed", args.seed)
+    for k, v in getattr(args, "quick_drq_defaults", {}).items():
+        wanted.setdefault(k, v)
+    wanted.setdefault("num_threads", args.threads)
     try:
         from drqindex.train.drq import DRQTrainConfig
         fields = {f.name for f in dataclasses.fields(DRQTrainConfig)}
@@ -305,7 +487,7 @@ def make_drq_index(d: int, args):
     return index, cfg
 
 
-def run_drqindex(xt, xb, xq, gt, args):
+def run_drqindex(xt, xb, xq, gt, args, on_result=None):
     import drqindex
 
     d = xb.shape[1]
@@ -326,12 +508,14 @@ def run_drqindex(xt, xb, xq, gt, args):
             "stored_bytes_per_vector": int(index.code_size) + 4 * int(index.code_size),
             "train_s": t_train.s, "add_s": t_add.s,
             "index": f"IndexDRQ({d}, {args.iters}), search iters={m}",
-            "note": "prefix of one 64-byte code; +4 B float norm per prefix" if m < args.iters
+            "note": f"prefix of one {args.iters}-byte code; +4 B float norm per prefix" if m < args.iters
                     else "full code; +4 B float norm",
             **r,
         })
         log(f"  m={m}: R@1 {r['R@1']:.4f}  10-R@10 {r['10-R@10']:.4f}  1-R@100 {r['1-R@100']:.4f}  "
             f"{r['qps']:.0f} q/s")
+        if on_result:
+            on_result(results[-1])
     info = getattr(index, "train_info", None)
     return results, {"train_s": t_train.s, "add_s": t_add.s, "train_config": cfg,
                      "train_info": _summarise_info(info)}
@@ -377,12 +561,14 @@ def write_markdown(path, results, meta):
         + (" **(--quick run: numbers are a smoke test, not the benchmark)**" if meta["quick"] else ""),
         f"- Training vectors: {meta['ntrain']} (the database itself, as ann-benchmarks does, unless subsampled above).",
         f"- Machine: {meta['machine']['cpu']}, {meta['machine']['cores_available']} cores available; "
-        f"threads used: {meta['threads']} (faiss omp, drqindex, BLAS); "
+        f"threads used: {meta['threads']} (faiss omp, drqindex, BLAS); OMP_WAIT_POLICY {meta['omp_wait_policy']}; "
         f"drqindex SIMD level: {meta['versions'].get('drqindex_simd_level', '–')}; "
         f"CPU flags: {', '.join(meta['machine']['cpu_simd_flags']) or 'none'}.",
         f"- Versions: faiss {meta['versions'].get('faiss')}, drqindex {meta['versions'].get('drqindex')}, "
         f"numpy {meta['machine']['numpy']}, python {meta['machine']['python']}.",
-        f"- Date: {meta['machine']['date']}.",
+        f"- Date: {meta['machine']['date']}. Load average (1/5/15 min) at start "
+        f"{'/'.join(f'{v:.1f}' for v in meta['loadavg_start'])}, at end "
+        f"{'/'.join(f'{v:.1f}' for v in meta['loadavg_end'])} (other jobs on the machine inflate times).",
         f"- Search: all {meta['nq']} queries at once, k = {K_SEARCH}; q/s from the median of "
         f"{meta['repeats']} timed runs after 1 warm-up. R@1 = 1-recall@1 (true nearest neighbour ranked "
         "first), 10-R@10 = |top-10 ∩ true top-10| / 10, 1-R@100 = true nearest neighbour in the top 100.",
@@ -391,18 +577,25 @@ def write_markdown(path, results, meta):
     headers = ["method", "m (code B)", "code_size", "B/vector read", "R@1", "10-R@10", "1-R@100", "q/s",
                "train s", "note"]
     rows = [[r["method"], r["m"], r["code_size"], r["bytes_per_vector"], r["R@1"], r["10-R@10"], r["1-R@100"],
-             r["qps"], r["train_s"], r["note"]] for r in results]
+             f"{r['qps']:,.0f}", _secs(r["train_s"]), r["note"]] for r in results]
     lines += [markdown_table(headers, rows, "lrrrrrrrrl"), ""]
     lines += ["## Training time", ""]
     trows = []
     if meta.get("drq"):
-        trows.append(["drqindex: one IndexDRQ, M = %d (serves every m)" % meta["iters"], meta["drq"]["train_s"],
-                      meta["drq"]["add_s"]])
+        trows.append([f"drqindex: one IndexDRQ, M = {meta['iters']} (serves every m)",
+                      _secs(meta["drq"]["train_s"]), _secs(meta["drq"]["add_s"])])
+    fm = meta.get("faiss") or {}
     for key, label in FAISS_LABELS.items():
         rs = [r for r in results if r["key"] == key]
-        if rs:
-            trows.append([f"{label}: {len(rs)} separate models (m = {', '.join(str(r['m']) for r in rs)})",
-                          sum(r["train_s"] for r in rs), sum(r["add_s"] for r in rs)])
+        if not rs:
+            continue
+        what = f"{label}: {len(rs)} models, one per length (m = {', '.join(str(r['m']) for r in rs)})"
+        if key == "rq" and "rq_one_run_train_s" in fm:
+            what += (f"; sum of what each costs alone — measured here as one {fm['rq_one_run_stages']}-stage run "
+                     f"of {_secs(fm['rq_one_run_train_s'])} s on {fm['rq_train_vectors']} vectors")
+        elif key == "rq":
+            what += f"; trained on {fm.get('rq_train_vectors', '?')} vectors"
+        trows.append([what, _secs(sum(r["train_s"] for r in rs)), _secs(sum(r["add_s"] for r in rs))])
     if trows:
         lines += [markdown_table(["what", "train s (sum)", "add s (sum)"], trows), ""]
     lines += ["## Configurations", ""]
@@ -420,13 +613,26 @@ def write_markdown(path, results, meta):
         "- PQ/IVFPQ at lengths that do not divide 784 (32, 64): the vectors are zero-padded (faiss "
         "RemapDimensionsTransform, uniform) to the next multiple of m; zeros change no L2 distance.",
         "- faiss RQ: ADC with the exact float norm ranks exactly as decompression would (same distances "
-        "up to rounding), so its recall is that of the codes themselves.",
+        "up to rounding), so its recall is that of the codes themselves. faiss trains RQ stage by stage "
+        "(same k-means seed each stage, no joint refinement), so RQ(m) trained alone has exactly the first "
+        "m codebooks of RQ(64) (tests/test_bench_fashion_mnist.py checks this); unless --rq-separate, the "
+        "benchmark trains RQ(64) once, builds each RQ(m) from its first m codebooks, encodes the database "
+        "with each RQ(m) (its own beam search), and reports as RQ(m)'s training time the time faiss's log "
+        "shows at the end of stage m (what training RQ(m) alone costs). RQ is trained on a random subset "
+        "of the training vectors (see its configuration line): faiss's default progressive-dim k-means "
+        "computes a PCA of all training residuals at every stage, which dominates the time on 784-d data.",
         f"- IVFPQ searches only nprobe = {meta['nprobe']} of {meta['nlist']} lists (not exhaustive).",
         "",
     ]
     if meta.get("drq_error"):
         lines += [f"**drqindex part failed:** `{meta['drq_error']}`", ""]
     write_text(path, "\n".join(lines))
+
+
+def _secs(v) -> str:
+    if v is None or v != v:
+        return "–"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
 def write_plot(path, results, meta):
@@ -467,7 +673,7 @@ def write_plot(path, results, meta):
 
 # ==============================================================================================
 
-def set_threads(n: int) -> list[str]:
+def set_threads(n: int, with_torch: bool = True) -> list[str]:
     done = []
     try:
         import faiss
@@ -481,7 +687,7 @@ def set_threads(n: int) -> list[str]:
         done.append(f"drqindex.set_num_threads({n})")
     except Exception as e:
         done.append(f"drqindex unavailable ({type(e).__name__})")
-    if "torch" in sys.modules or _torch_available():
+    if with_torch and ("torch" in sys.modules or _torch_available()):
         import torch
         torch.set_num_threads(n)
         done.append(f"torch.set_num_threads({n})")
@@ -495,20 +701,32 @@ def _torch_available() -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    log(f"threads: {args.threads} — " + ", ".join(set_threads(args.threads)))
+    log(f"threads: {args.threads} — " + ", ".join(set_threads(args.threads, with_torch=not args.skip_drq)))
     ds, xt, xb, xq, gt, subsampled = load_data(args)
     meta = {
         "quick": args.quick, "nb": int(xb.shape[0]), "nq": int(xq.shape[0]), "d": int(xb.shape[1]),
         "ntrain": int(xt.shape[0]), "subsampled": subsampled, "ms": args.ms, "iters": args.iters,
         "k": K_SEARCH, "repeats": args.repeats, "nlist": args.nlist, "nprobe": args.nprobe,
-        "threads": args.threads, "machine": machine_info(), "versions": versions(),
+        "threads": args.threads, "machine": machine_info(), "loadavg_start": os.getloadavg(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: implementation default)"), "versions": versions(),
         "data_path": ds.path, "argv": sys.argv[1:] if argv is None else list(argv),
     }
     log(f"versions: {meta['versions']}")
+    if meta["loadavg_start"][0] > available_cores():
+        log(f"warning: load average {meta['loadavg_start'][0]:.1f} > {available_cores()} cores: other jobs are "
+            "running, timings will be inflated" + ("" if args.omp_passive else " (consider --omp-passive)"))
     results = []
+    out = Path(args.out_dir)
+    partial_file = out / f"{STEM}.partial.json"
+    done = []
+
+    def checkpoint(row):  # a run of an hour should not lose everything to a kill near its end
+        done.append(row)
+        write_json(partial_file, {"meta": meta, "results": done, "complete": False})
+
     if not args.skip_drq:
         try:
-            drq_results, meta["drq"] = run_drqindex(xt, xb, xq, gt, args)
+            drq_results, meta["drq"] = run_drqindex(xt, xb, xq, gt, args, on_result=checkpoint)
             results += drq_results
         except KeyboardInterrupt:
             raise
@@ -517,10 +735,12 @@ def main(argv=None) -> int:
             meta["drq_error"] = f"{type(e).__name__}: {e}"
             log(f"drqindex part failed: {meta['drq_error']} — continuing with the faiss baselines")
     if args.baselines:
-        results += run_faiss_baselines(xt, xb, xq, gt, args)
+        faiss_results, meta["faiss"] = run_faiss_baselines(xt, xb, xq, gt, args, on_result=checkpoint)
+        results += faiss_results
 
-    out = Path(args.out_dir)
+    meta["loadavg_end"] = os.getloadavg()
     write_json(out / f"{STEM}.json", {"meta": meta, "results": results})
+    partial_file.unlink(missing_ok=True)
     write_markdown(out / f"{STEM}.md", results, meta)
     plotted = write_plot(out / f"{STEM}_recall.png", results, meta)
     log(f"wrote {out / (STEM + '.md')}, {out / (STEM + '.json')}" + (f", {out / (STEM + '_recall.png')}" if plotted else ""))
