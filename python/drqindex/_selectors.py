@@ -57,3 +57,18 @@ def _mask_by_faiss(faiss, sel, ids: np.ndarray) -> np.ndarray:
     mask[:] = True
     mask[(kept[:, 0] << _POS_BITS) | kept[:, 1]] = False
     return mask
+
+
+def remove_selected(store, ids) -> int:
+    """The removal behind every index's remove_ids: `ids` (a 1-D integer array of ids, or a faiss
+    IDSelector) becomes a mask over the stored ids of `store` (a _core.CodeStore or InvertedLists),
+    which then drops the selected vectors. The caller holds the index's write lock."""
+    if isinstance(ids, np.ndarray) and (ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer)):
+        raise TypeError(f"ids: expected a 1-D int64 array or a faiss.IDSelector, got {_validate._describe(ids)}")
+    if store.ntotal == 0 or (isinstance(ids, np.ndarray) and ids.size == 0):
+        selection_mask(ids, np.empty(0, np.int64), "ids")  # still reject a wrong type
+        return 0
+    mask = selection_mask(ids, store.get_ids(), "ids")
+    if not mask.any():
+        return 0
+    return int(store.remove(mask.view(np.uint8)))

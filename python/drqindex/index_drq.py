@@ -395,18 +395,10 @@ class IndexDRQ:
         The ids of the remaining vectors do not change (unlike faiss.IndexFlat, like faiss's IVF
         indexes and IndexIDMap: ids are what the user chose, never positions).
         """
-        from ._selectors import selection_mask
+        from ._selectors import remove_selected
 
-        if isinstance(ids, np.ndarray) and (ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer)):
-            raise TypeError(f"ids: expected a 1-D int64 array or a faiss.IDSelector, got {_validate._describe(ids)}")
         with self._lock.write():
-            if self.ntotal == 0 or (isinstance(ids, np.ndarray) and ids.size == 0):
-                selection_mask(ids, np.empty(0, np.int64), "ids")  # still reject a wrong type
-                return 0
-            mask = selection_mask(ids, self._store.get_ids(), "ids")
-            if not mask.any():
-                return 0
-            return int(self._store.remove(mask.view(np.uint8)))
+            return remove_selected(self._store, ids)
 
     def reset(self) -> None:
         """Remove all vectors; the trained quantizer is kept."""
