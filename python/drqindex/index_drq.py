@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _core, _validate
 from ._locks import ReadWriteLock
-from .metrics import METRIC_INNER_PRODUCT, METRIC_L2
+from .metrics import METRIC_L2
 from .params import SearchParametersDRQ
 from .quantizer import QUERY_CHUNK, DRQQuantizer
 
