@@ -282,12 +282,7 @@ void ivf_search_reference_with_metric(const InvertedLists& lists, const IVFSearc
                 all.push_back(Candidate{dist, store.ids()[pos], position_of(static_cast<size_t>(l), pos)});
             }
         }
-        std::sort(all.begin(), all.end(), Ranking<metric>::before);
-        for (size_t r = 0; r < p.k; ++r) {
-            const bool found = r < all.size();
-            distances[q * p.k + r] = found ? all[r].dist : Ranking<metric>::padding_distance();
-            labels[q * p.k + r] = found ? all[r].id : -1;
-        }
+        write_top_k_by_full_sort<metric>(all, p.k, distances + q * p.k, labels + q * p.k);
     }
 }
 

@@ -287,12 +287,7 @@ void search_reference_with_metric(const CodeStore& store, const SearchParams& p,
             if (dist != dist) continue;  // NaN never ranks
             all.push_back(Candidate{dist, ids[pos], static_cast<int64_t>(pos)});
         }
-        std::sort(all.begin(), all.end(), Ranking<metric>::before);
-        for (size_t r = 0; r < p.k; ++r) {
-            const bool found = r < all.size();
-            distances[q * p.k + r] = found ? all[r].dist : Ranking<metric>::padding_distance();
-            labels[q * p.k + r] = found ? all[r].id : -1;
-        }
+        write_top_k_by_full_sort<metric>(all, p.k, distances + q * p.k, labels + q * p.k);
     }
 }
 

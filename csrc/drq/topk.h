@@ -52,6 +52,19 @@ struct Ranking {
     }
 };
 
+// The reference paths' top-k: sorts every candidate of one query and writes the best k into
+// distances[0..k) / labels[0..k), padding with (padding_distance, -1). Candidates are reordered.
+template <Metric metric>
+inline void write_top_k_by_full_sort(std::vector<Candidate>& all, size_t k, float* distances,
+                                     int64_t* labels) {
+    std::sort(all.begin(), all.end(), Ranking<metric>::before);
+    for (size_t r = 0; r < k; ++r) {
+        const bool found = r < all.size();
+        distances[r] = found ? all[r].dist : Ranking<metric>::padding_distance();
+        labels[r] = found ? all[r].id : -1;
+    }
+}
+
 // Keeps the `capacity` best candidates pushed so far.
 // Storage is a max-heap under Ranking::before: heap_[0] is the kept candidate that ranks last,
 // the one a better candidate replaces.
