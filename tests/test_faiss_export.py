@@ -88,3 +88,38 @@ def test_export_errors_and_empty_index():
     index.reset()
     exported = drqindex.to_faiss(index)
     assert exported.ntotal == 0 and exported.is_trained
+
+
+@pytest.mark.parametrize("metric", [drqindex.METRIC_L2, drqindex.METRIC_INNER_PRODUCT])
+def test_ivf_export_searches_like_drqindex(metric, tmp_path):
+    import faiss
+
+    rng = np.random.default_rng(5)
+    d, M, nlist = 16, 6, 8
+    xb = rng.standard_normal((600, d)).astype(np.float32)
+    xq = rng.standard_normal((20, d)).astype(np.float32)
+    coarse = faiss.IndexFlatL2(d) if metric == drqindex.METRIC_L2 else faiss.IndexFlatIP(d)
+    index = drqindex.IndexIVFDRQ(coarse, d, nlist=nlist, iters=M, metric=metric)
+    kmeans = faiss.Kmeans(d, nlist, niter=10, seed=1)
+    kmeans.train(xb)
+    index.set_quantizers(make_quantizer(d, M), centroids=kmeans.centroids)
+    index.add_with_ids(xb, np.arange(600, dtype=np.int64) * 3 + 7)
+    index.nprobe = 3
+    for m in (1, 4, 6):
+        exported = drqindex.to_faiss(index, iters=m)
+        assert isinstance(exported, faiss.IndexIVFResidualQuantizer) and exported.ntotal == 600
+        D1, I1 = index.search(xq, 5, iters=m)
+        D2, I2 = exported.search(xq, 5)
+        np.testing.assert_allclose(D1, D2, rtol=1e-4, atol=1e-4)
+        # Equal distances (vectors of one list sharing a short code) may be ordered differently:
+        # drqindex breaks ties by id, faiss by storage order. Ids must agree wherever the distance
+        # is not tied within its row.
+        # A tie with the last returned distance may also involve vectors just outside the top k.
+        tied = (np.isclose(D1[:, :, None], D1[:, None, :], rtol=1e-5, atol=1e-5).sum(-1) > 1) \
+            | np.isclose(D1, D1[:, -1:], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(I1[~tied], I2[~tied])
+        assert (~tied).sum() >= 20
+    path = str(tmp_path / "ivf.faissindex")
+    faiss.write_index(exported, path)
+    _, I3 = faiss.read_index(path).search(xq, 5)
+    np.testing.assert_array_equal(I3, I2)

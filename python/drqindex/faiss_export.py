@@ -34,23 +34,20 @@ def to_faiss(index, iters: int | None = None):
     import faiss
 
     from .index_drq import IndexDRQ
+    from .index_ivf import IndexIVFDRQ
 
+    if isinstance(index, IndexIVFDRQ):
+        return _ivf_to_faiss(index, iters)
     if not isinstance(index, IndexDRQ):
-        raise TypeError(f"index: expected a drqindex.IndexDRQ, got {type(index).__name__}")
+        raise TypeError(f"index: expected a drqindex.IndexDRQ or IndexIVFDRQ, got {type(index).__name__}")
     index._check_trained("to_faiss")
     m = _validate.iters_value(iters, index.iters)
-    q = index.quantizer
     l2 = index.metric_type == METRIC_L2
     AQ = faiss.AdditiveQuantizer
     rq_index = faiss.IndexResidualQuantizer(
         index.d, m, 8, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT,
         AQ.ST_norm_float if l2 else AQ.ST_LUT_nonorm)
-    rq = rq_index.rq
-    codebooks = q.scales[:m, None, None] * q.codebook[None, :, :]  # (m, 256, d): s_j C
-    faiss.copy_array_to_vector(np.ascontiguousarray(codebooks, dtype=np.float32).ravel(), rq.codebooks)
-    rq.max_beam_size = 1
-    rq.is_trained = True
-    rq_index.is_trained = True
+    _set_codebooks(rq_index, index.quantizer, m)
 
     with index._lock.read():
         n = index.ntotal
@@ -76,3 +73,59 @@ def to_faiss(index, iters: int | None = None):
     wrapped.ntotal = n
     wrapped.construct_rev_map()
     return wrapped
+
+
+def _set_codebooks(faiss_index, quantizer, m: int) -> None:
+    """Materialise the shared codebook per step (s_j C, j < m) as the faiss RQ's codebooks; beam 1
+    so that vectors faiss itself adds later are encoded greedily, as drqindex encodes them."""
+    import faiss
+
+    rq = faiss_index.rq
+    codebooks = quantizer.scales[:m, None, None] * quantizer.codebook[None, :, :]  # (m, 256, d)
+    faiss.copy_array_to_vector(np.ascontiguousarray(codebooks, dtype=np.float32).ravel(), rq.codebooks)
+    rq.max_beam_size = 1
+    rq.is_trained = True
+    faiss_index.is_trained = True
+
+
+def _ivf_to_faiss(index, iters):
+    """IndexIVFDRQ -> faiss.IndexIVFResidualQuantizer (by_residual) holding the same lists, ids and
+    code prefixes. faiss's L2 scan computes ||q - c_l||^2 - 2 <q - c_l, rhat> + ||rhat||^2 with the
+    norm stored after the code, so each code carries ||rhat_m||^2 of its residual reconstruction
+    (decoded here in float64); IndexIVFDRQ stores a different per-prefix term, which faiss cannot use.
+    Inner product needs no norm (<q, c_l> + <q, rhat>)."""
+    import faiss
+
+    index._check_trained("to_faiss")
+    m = _validate.iters_value(iters, index.iters)
+    l2 = index.metric_type == METRIC_L2
+    AQ = faiss.AdditiveQuantizer
+    # A copy of the coarse quantizer, owned by the returned index: the two indexes stay independent.
+    coarse = faiss.deserialize_index(faiss.serialize_index(index.quantizer))
+    ivf = faiss.IndexIVFResidualQuantizer(
+        coarse, index.d, index.nlist, m, 8, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT,
+        AQ.ST_norm_float if l2 else AQ.ST_LUT_nonorm)
+    ivf.own_fields = True
+    coarse.this.disown()  # faiss frees it with the IVF index
+    _set_codebooks(ivf, index.drq_quantizer, m)
+    ivf.nprobe = index.nprobe
+    with index._lock.read():
+        for list_no in range(index.nlist):
+            codes, _, ids = index.get_list(list_no)
+            n = ids.shape[0]
+            if n == 0:
+                continue
+            prefix = np.ascontiguousarray(codes[:, :m])
+            if l2:
+                recon = index.drq_quantizer.decode(prefix, m).astype(np.float64)
+                norms = np.einsum("ij,ij->i", recon, recon).astype("<f4")
+                packed = np.concatenate([prefix, norms.view(np.uint8).reshape(n, 4)], axis=1)
+            else:
+                packed = prefix
+            if packed.shape[1] != ivf.code_size:  # the layout assumption, checked not trusted
+                raise RuntimeError(f"to_faiss: faiss expects {ivf.code_size} bytes per code, built {packed.shape[1]}")
+            packed = np.ascontiguousarray(packed)
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            ivf.invlists.add_entries(list_no, n, faiss.swig_ptr(ids), faiss.swig_ptr(packed))
+        ivf.ntotal = index.ntotal
+    return ivf
