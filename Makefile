@@ -39,7 +39,9 @@ $(BUILT): $(DEPS) CMakeLists.txt pyproject.toml setup.py $(shell find csrc -type
 
 build: system-deps $(BUILT)
 
+# The real-data tests need Fashion-MNIST: installed when possible, skipped (with a reason) otherwise.
 test: build
+	-@$(MAKE) --no-print-directory data
 	$(VPY) -m pytest -q tests
 
 data:
