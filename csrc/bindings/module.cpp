@@ -180,6 +180,22 @@ void run_interruptible(Fn&& fn) {
 // ---------------------------------------------------------------------------------------------
 // CodeStore with its lock
 
+// remove(mask) of both stores (CodeStore, InvertedLists): the mask is checked against ntotal
+// under the write lock, so a concurrent add cannot slip in between the check and the removal.
+template <class Container>
+size_t remove_by_mask(std::shared_mutex& mutex, Container& container, const py::object& mask_obj) {
+    py::array mask = require_array<bool, uint8_t>(mask_obj, "mask", "bool or uint8", {any_dim("ntotal")});
+    const size_t length = static_cast<size_t>(mask.shape(0));
+    const uint8_t* mask_data = data_of<uint8_t>(mask);
+    py::gil_scoped_release release;
+    std::unique_lock<std::shared_mutex> lock(mutex);
+    if (length != container.ntotal()) {
+        throw std::invalid_argument("mask: expected shape (ntotal=" + std::to_string(container.ntotal()) +
+                                    ",), got (" + std::to_string(length) + ",)");
+    }
+    return container.remove(mask_data);
+}
+
 struct PyCodeStore {
     explicit PyCodeStore(size_t M) : store(M) {}
     drq::CodeStore store;
@@ -536,18 +552,7 @@ PYBIND11_MODULE(_core, m) {
         .def(
             "remove",
             [](PyCodeStore& s, const py::object& mask_obj) {
-                py::array mask = require_array<bool, uint8_t>(mask_obj, "mask", "bool or uint8",
-                                                              {any_dim("ntotal")});
-                const size_t length = static_cast<size_t>(mask.shape(0));
-                const uint8_t* mask_data = data_of<uint8_t>(mask);
-                py::gil_scoped_release release;
-                std::unique_lock<std::shared_mutex> lock(s.mutex);
-                if (length != s.store.ntotal()) {
-                    throw std::invalid_argument("mask: expected shape (ntotal=" +
-                                                std::to_string(s.store.ntotal()) + ",), got (" +
-                                                std::to_string(length) + ",)");
-                }
-                return s.store.remove(mask_data);
+                return remove_by_mask(s.mutex, s.store, mask_obj);
             },
             py::arg("mask"),
             "Removes the vectors where mask (bool or uint8, (ntotal,)) is nonzero, keeping the "
@@ -727,18 +732,7 @@ PYBIND11_MODULE(_core, m) {
         .def(
             "remove",
             [](PyIVFStore& s, const py::object& mask_obj) {
-                py::array mask = require_array<bool, uint8_t>(mask_obj, "mask", "bool or uint8",
-                                                              {any_dim("ntotal")});
-                const size_t length = static_cast<size_t>(mask.shape(0));
-                const uint8_t* mask_data = data_of<uint8_t>(mask);
-                py::gil_scoped_release release;
-                std::unique_lock<std::shared_mutex> lock(s.mutex);
-                if (length != s.lists.ntotal()) {
-                    throw std::invalid_argument("mask: expected shape (ntotal=" +
-                                                std::to_string(s.lists.ntotal()) + ",), got (" +
-                                                std::to_string(length) + ",)");
-                }
-                return s.lists.remove(mask_data);
+                return remove_by_mask(s.mutex, s.lists, mask_obj);
             },
             py::arg("mask"),
             "Removes the vectors where mask ((ntotal,), in get_ids() order) is nonzero.")
