@@ -25,10 +25,12 @@
 #include "drq/adc.h"
 #include "drq/codes.h"
 #include "drq/encode.h"
+#include "drq/hamming.h"
 #include "drq/ivf.h"
 #include "drq/parallel.h"
 #include "drq/search.h"
 #include "drq/simd_level.h"
+#include "drq/ternary_net.h"
 
 namespace py = pybind11;
 
@@ -380,6 +382,126 @@ py::tuple ivf_search_impl(const PyIVFStore& s, const py::object& tables_obj,
         run_interruptible([&](const drq::InterruptCallback& interrupt) {
             std::shared_lock<std::shared_mutex> lock(s.mutex);
             drq::ivf_search(s.lists, params, d_out, l_out, interrupt, nthreads, level);
+        });
+    }
+    return py::make_tuple(distances, labels);
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Hash encoder and Hamming search
+
+// A TernaryNet from the Python layer's checked arrays: layers is a list of dicts, each with
+// "kind" ("ternary" | "float"), "scale", "shift", "relu", and "pos", "neg" (bool/uint8
+// (d_out, d_in)), "w_pos", "w_neg" for ternary or "weight" (float32 (d_out, d_in)) for float.
+std::unique_ptr<drq::TernaryNet> make_ternary_net(const py::object& in_scale_obj,
+                                                  const py::object& in_shift_obj,
+                                                  const py::list& layers) {
+    py::array in_scale = require_array<float>(in_scale_obj, "in_scale", "float32", {any_dim("d_in")});
+    const py::ssize_t d_in = in_scale.shape(0);
+    py::array in_shift = require_array<float>(in_shift_obj, "in_shift", "float32", {fixed_dim(d_in, "d_in")});
+    std::vector<py::array> keep;  // keeps converted arrays alive until the net has copied them
+    std::vector<drq::TernaryLayerSpec> specs;
+    py::ssize_t width = d_in;
+    for (size_t li = 0; li < layers.size(); ++li) {
+        const py::dict layer = layers[li].cast<py::dict>();
+        const std::string kind = layer["kind"].cast<std::string>();
+        drq::TernaryLayerSpec spec;
+        spec.d_in = static_cast<size_t>(width);
+        py::ssize_t d_out = 0;
+        if (kind == "ternary") {
+            py::array pos = require_array<bool, uint8_t>(layer["pos"], "pos", "bool or uint8",
+                                                         {any_dim("d_out"), fixed_dim(width, "d_in")});
+            d_out = pos.shape(0);
+            py::array neg = require_array<bool, uint8_t>(layer["neg"], "neg", "bool or uint8",
+                                                         {fixed_dim(d_out, "d_out"), fixed_dim(width, "d_in")});
+            spec.ternary = true;
+            spec.pos = data_of<uint8_t>(pos);
+            spec.neg = data_of<uint8_t>(neg);
+            spec.w_pos = layer["w_pos"].cast<float>();
+            spec.w_neg = layer["w_neg"].cast<float>();
+            keep.push_back(pos);
+            keep.push_back(neg);
+        } else if (kind == "float") {
+            py::array weight = require_array<float>(layer["weight"], "weight", "float32",
+                                                    {any_dim("d_out"), fixed_dim(width, "d_in")});
+            d_out = weight.shape(0);
+            spec.ternary = false;
+            spec.weight = data_of<float>(weight);
+            keep.push_back(weight);
+        } else {
+            throw std::invalid_argument("layer " + std::to_string(li) + ": kind must be 'ternary' or 'float', got '" +
+                                        kind + "'");
+        }
+        py::array scale = require_array<float>(layer["scale"], "scale", "float32", {fixed_dim(d_out, "d_out")});
+        py::array shift = require_array<float>(layer["shift"], "shift", "float32", {fixed_dim(d_out, "d_out")});
+        keep.push_back(scale);
+        keep.push_back(shift);
+        spec.d_out = static_cast<size_t>(d_out);
+        spec.scale = data_of<float>(scale);
+        spec.shift = data_of<float>(shift);
+        spec.relu = layer["relu"].cast<bool>();
+        specs.push_back(spec);
+        width = d_out;
+    }
+    return std::make_unique<drq::TernaryNet>(static_cast<size_t>(d_in), data_of<float>(in_scale),
+                                             data_of<float>(in_shift), specs);
+}
+
+py::array_t<float> ternary_forward(const drq::TernaryNet& net, const py::object& x_obj) {
+    const py::ssize_t d_in = static_cast<py::ssize_t>(net.d_in());
+    const bool is_uint8 = py::isinstance<py::array>(x_obj) &&
+                          has_dtype<uint8_t>(py::reinterpret_borrow<py::array>(x_obj));
+    py::array x = is_uint8 ? require_array<uint8_t>(x_obj, "x", "uint8", {any_dim("n"), fixed_dim(d_in, "d_in")})
+                           : require_array<float>(x_obj, "x", "float32 or uint8",
+                                                  {any_dim("n"), fixed_dim(d_in, "d_in")});
+    const py::ssize_t n = x.shape(0);
+    py::array_t<float> out({n, static_cast<py::ssize_t>(net.d_out())});
+    float* out_data = out.mutable_data();
+    const int nthreads = drq::get_num_threads();
+    const drq::SimdLevel level = drq::get_simd_level();
+    run_interruptible([&](const drq::InterruptCallback& interrupt) {
+        if (is_uint8) {
+            net.forward(data_of<uint8_t>(x), static_cast<size_t>(n), out_data, interrupt, nthreads, level);
+        } else {
+            net.forward(data_of<float>(x), static_cast<size_t>(n), out_data, interrupt, nthreads, level);
+        }
+    });
+    return out;
+}
+
+py::tuple hamming_search_impl(const py::object& codes_obj, const py::object& ids_obj,
+                              const py::object& queries_obj, int64_t nbits, int64_t k, bool reference) {
+    py::array codes = require_array<uint64_t>(codes_obj, "codes", "uint64", {any_dim("n"), any_dim("W")});
+    const py::ssize_t W = codes.shape(1);
+    py::array queries = require_array<uint64_t>(queries_obj, "queries", "uint64", {any_dim("nq"), fixed_dim(W, "W")});
+    py::array ids;
+    drq::HammingSearchParams p;
+    p.codes = data_of<uint64_t>(codes);
+    p.n = static_cast<size_t>(codes.shape(0));
+    p.W = static_cast<size_t>(W);
+    if (!ids_obj.is_none()) {
+        ids = require_array<int64_t>(ids_obj, "ids", "int64", {fixed_dim(codes.shape(0), "n")});
+        p.ids = data_of<int64_t>(ids);
+    }
+    p.queries = data_of<uint64_t>(queries);
+    p.nq = static_cast<size_t>(queries.shape(0));
+    p.nbits = to_size(nbits, "nbits", 1);
+    p.k = to_size(k, "k", 1);
+    drq::validate_hamming_search(p);
+    const py::ssize_t nq = queries.shape(0);
+    py::array_t<int32_t> distances({nq, static_cast<py::ssize_t>(p.k)});
+    py::array_t<int64_t> labels({nq, static_cast<py::ssize_t>(p.k)});
+    int32_t* d_out = distances.mutable_data();
+    int64_t* l_out = labels.mutable_data();
+    if (reference) {
+        py::gil_scoped_release release;
+        drq::hamming_search_reference(p, d_out, l_out);
+    } else {
+        const int nthreads = drq::get_num_threads();
+        const drq::SimdLevel level = drq::get_simd_level();
+        run_interruptible([&](const drq::InterruptCallback& interrupt) {
+            drq::hamming_search(p, d_out, l_out, interrupt, nthreads, level);
         });
     }
     return py::make_tuple(distances, labels);
@@ -775,4 +897,30 @@ PYBIND11_MODULE(_core, m) {
         py::arg("scales"), py::arg("iters"), py::arg("k"), py::arg("metric"),
         py::arg("allowed") = py::none(),
         "Same as ivf_search by a plain single-threaded scalar loop with a full sort (tests).");
+
+    // --- hash encoder and Hamming search -------------------------------------------------------
+    m.def("cpu_has_avx512_vpopcntdq", &drq::cpu_has_avx512_vpopcntdq,
+          "True when the AVX-512 Hamming kernel (VPOPCNTDQ) runs at the 'avx512' level.");
+    py::class_<drq::TernaryNet>(m, "TernaryNet",
+                                "Ternary/float MLP hash encoder (see csrc/drq/ternary.h for the exact math).")
+        .def(py::init(&make_ternary_net), py::arg("in_scale"), py::arg("in_shift"), py::arg("layers"))
+        .def_property_readonly("d_in", &drq::TernaryNet::d_in)
+        .def_property_readonly("d_out", &drq::TernaryNet::d_out)
+        .def("forward", &ternary_forward, py::arg("x"),
+             "forward(x float32 or uint8 (n, d_in)) -> float32 (n, d_out) logits.\n"
+             "Multi-threaded, GIL released, Ctrl-C honoured.");
+    m.def(
+        "hamming_search",
+        [](const py::object& codes, const py::object& ids, const py::object& queries, int64_t nbits,
+           int64_t k) { return hamming_search_impl(codes, ids, queries, nbits, k, false); },
+        py::arg("codes"), py::arg("ids"), py::arg("queries"), py::arg("nbits"), py::arg("k"),
+        "hamming_search(codes uint64 (n, W), ids int64 (n,) or None, queries uint64 (nq, W), nbits, k)\n"
+        "-> (D int32 (nq, k), I int64 (nq, k)); the first nbits bits are compared; ties by id then\n"
+        "position; padding (INT32_MAX, -1). Multi-threaded, GIL released, Ctrl-C honoured.");
+    m.def(
+        "hamming_search_reference",
+        [](const py::object& codes, const py::object& ids, const py::object& queries, int64_t nbits,
+           int64_t k) { return hamming_search_impl(codes, ids, queries, nbits, k, true); },
+        py::arg("codes"), py::arg("ids"), py::arg("queries"), py::arg("nbits"), py::arg("k"),
+        "Same as hamming_search by a single-threaded scalar loop with a full sort (tests).");
 }

@@ -123,4 +123,14 @@ void set_simd_level(SimdLevel level) {
     current_level().store(static_cast<int>(level), std::memory_order_relaxed);
 }
 
+bool cpu_has_avx512_vpopcntdq() {
+#if defined(DRQ_HAVE_X86_SIMD)
+    static const bool has = simd_level_supported(SimdLevel::AVX512) &&
+                            __builtin_cpu_supports("avx512vpopcntdq");
+    return has;
+#else
+    return false;
+#endif
+}
+
 }  // namespace drq

@@ -40,4 +40,9 @@ SimdLevel get_simd_level();
 // Forces a level. Throws std::invalid_argument when this CPU cannot run it.
 void set_simd_level(SimdLevel level);
 
+// True when this build has the AVX-512 kernels and the CPU also has AVX512_VPOPCNTDQ (Ice Lake,
+// Zen 4 and later; not Skylake-X). Not a level of its own: kernels that need it (the Hamming
+// scan) fall back to their AVX2 version at the AVX-512 level when this is false.
+bool cpu_has_avx512_vpopcntdq();
+
 }  // namespace drq

@@ -35,5 +35,8 @@ from .index_refine import IndexRefineFlat  # noqa: E402
 from .index_ivf import IndexIVFDRQ  # noqa: E402
 from .params import SearchParametersIVFDRQ  # noqa: E402
 
-__all__ += ["IndexIVFDRQ", "SearchParametersIVFDRQ", "IndexRefineFlat", "IndexFileError", "read_index", "write_index", "serialize_index", "deserialize_index",
+from .encoder import TernaryEncoder  # noqa: E402
+from .index_binary_hash import IndexBinaryHash  # noqa: E402
+
+__all__ += ["TernaryEncoder", "IndexBinaryHash", "IndexIVFDRQ", "SearchParametersIVFDRQ", "IndexRefineFlat", "IndexFileError", "read_index", "write_index", "serialize_index", "deserialize_index",
             "index_factory", "to_faiss"]

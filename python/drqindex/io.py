@@ -33,6 +33,8 @@ FORMAT_MINOR = 0  # minor versions only add optional sections / header fields: a
 
 KIND_FLAT = 1  # IndexDRQ (and IndexRefineFlat, by flag)
 KIND_IVF = 2  # IndexIVFDRQ (see docs/file_format.md)
+KIND_TERNARY_ENCODER = 3  # TernaryEncoder alone (hash_io.py)
+KIND_BINARY_HASH = 4  # IndexBinaryHash: encoder (optional) + binary codes (hash_io.py)
 
 # Header: magic, major, minor, header_size, kind, d, M, K, metric, reserved, ntotal, flags,
 # reserved, then the header's CRC32 as the last 4 bytes. header_size lets a later minor version
@@ -123,11 +125,16 @@ def serialize_index(index) -> np.ndarray:
 
 
 def _write(index, f) -> None:
+    from .encoder import TernaryEncoder
+    from .index_binary_hash import IndexBinaryHash
     from .index_drq import IndexDRQ
     from .index_ivf import IndexIVFDRQ
     from .index_refine import IndexRefineFlat
 
-    if isinstance(index, IndexIVFDRQ):
+    if isinstance(index, (TernaryEncoder, IndexBinaryHash)):
+        from . import hash_io
+        hash_io.write_hash_object(index, f)
+    elif isinstance(index, IndexIVFDRQ):
         _write_ivf(index, f)
     elif isinstance(index, IndexRefineFlat):
         # Wrapper lock, then base lock: the order every IndexRefineFlat method uses.
@@ -136,8 +143,8 @@ def _write(index, f) -> None:
     elif isinstance(index, IndexDRQ):
         _write_flat(index, f, refine=None)
     else:
-        raise TypeError(f"index: expected a drqindex.IndexDRQ, IndexRefineFlat or IndexIVFDRQ, "
-                        f"got {type(index).__name__}")
+        raise TypeError(f"index: expected a drqindex.IndexDRQ, IndexRefineFlat, IndexIVFDRQ, IndexBinaryHash "
+                        f"or TernaryEncoder, got {type(index).__name__}")
 
 
 def _write_ivf(index, f) -> None:
@@ -394,13 +401,19 @@ def _read(src):
     (stored_crc,) = struct.unpack("<I", full[-4:])
     if zlib.crc32(full[:-4]) != stored_crc:
         raise err("header", "checksum mismatch (the header is corrupt)")
-    if kind not in (KIND_FLAT, KIND_IVF):
+    if kind not in (KIND_FLAT, KIND_IVF, KIND_TERNARY_ENCODER, KIND_BINARY_HASH):
         raise err("header", f"index kind {kind} is not supported by this drqindex "
-                            f"(knows {KIND_FLAT} = IndexDRQ, {KIND_IVF} = IndexIVFDRQ)")
+                            f"(knows {KIND_FLAT} = IndexDRQ, {KIND_IVF} = IndexIVFDRQ, "
+                            f"{KIND_TERNARY_ENCODER} = TernaryEncoder, {KIND_BINARY_HASH} = IndexBinaryHash)")
     if kind == KIND_IVF and flags & FLAG_REFINE_FLAT:
         raise err("header", "the refine flag is not valid for an IndexIVFDRQ")
     if flags & ~_KNOWN_FLAGS:
         raise err("header", f"unknown required feature flags {flags & ~_KNOWN_FLAGS:#x}; upgrade drqindex")
+    if kind in (KIND_TERNARY_ENCODER, KIND_BINARY_HASH):
+        # The hashing kinds (hash_io.py) share the container, not the DRQ header fields.
+        from . import hash_io
+        return hash_io.read_hash_object(src, err, kind, d, M, ntotal, flags,
+                                        _walk_sections(src, header_size, err))
     if d < 1:
         raise err("header", f"d must be >= 1, got {d}")
     if not 1 <= M <= 1024:
@@ -413,40 +426,7 @@ def _read(src):
     if not trained and ntotal:
         raise err("header", f"an untrained index cannot hold vectors, got ntotal={ntotal}")
 
-    # --- section table: walk the headers, check every length against the data before anything
-    # is allocated, and verify every payload checksum in bounded chunks.
-    sections: dict[bytes, _Section] = {}
-    pos = header_size
-    while True:
-        start = _align(pos + SECTION_HEADER_SIZE) - SECTION_HEADER_SIZE
-        if start + SECTION_HEADER_SIZE > src.size:
-            raise err("END", f"truncated: the data ends at byte {src.size} before the END section")
-        pad = bytes(src.read(pos, start - pos, "padding"))
-        if pad.count(0) != len(pad):
-            raise err("padding", f"non-zero padding bytes at {pos}..{start}")
-        raw = bytes(src.read(start, SECTION_HEADER_SIZE, "section header"))
-        tag, sflags, length, crc, _reserved = _SECTION.unpack(raw[:_SECTION.size])
-        (head_crc,) = struct.unpack("<I", raw[_SECTION.size:_SECTION.size + 4])
-        if zlib.crc32(raw[:_SECTION.size]) != head_crc:
-            raise err(f"header at byte {start}", "checksum mismatch (the section header is corrupt)")
-        sec = _Section(tag, sflags, start + SECTION_HEADER_SIZE, length)
-        if length > src.size - sec.offset:
-            raise err(sec.name, f"declared length {length} bytes exceeds the {src.size - sec.offset} "
-                                f"bytes left (truncated or corrupt)")
-        if tag in sections:
-            raise err(sec.name, "appears twice")
-        computed = 0
-        for off in range(0, length, _CRC_CHUNK):
-            computed = zlib.crc32(src.read(sec.offset + off, min(_CRC_CHUNK, length - off), sec.name), computed)
-        if computed != crc:
-            raise err(sec.name, "checksum mismatch (the payload is corrupt)")
-        sections[tag] = sec
-        pos = sec.offset + length
-        if tag == TAG_END:
-            break
-    if pos != src.size:
-        raise err("END", f"{src.size - pos} unexpected bytes after the END section")
-
+    sections = _walk_sections(src, header_size, err)
     refine = bool(flags & FLAG_REFINE_FLAT)
     known = {TAG_INFO, TAG_CODEBOOK, TAG_SCALES, TAG_CODES, TAG_NORMS, TAG_IDS, TAG_END}
     if refine:
@@ -522,6 +502,44 @@ def _read(src):
     if not np.isfinite(raw).all():
         raise err(raw_sec.name, "non-finite raw vector values")
     return _wrap_refine(index, raw, k_factor)
+
+
+def _walk_sections(src, header_size: int, err) -> dict:
+    """The section table: walks the headers, checks every length against the data before anything
+    is allocated, and verifies every payload checksum in bounded chunks."""
+    sections: dict[bytes, _Section] = {}
+    pos = header_size
+    while True:
+        start = _align(pos + SECTION_HEADER_SIZE) - SECTION_HEADER_SIZE
+        if start + SECTION_HEADER_SIZE > src.size:
+            raise err("END", f"truncated: the data ends at byte {src.size} before the END section")
+        pad = bytes(src.read(pos, start - pos, "padding"))
+        if pad.count(0) != len(pad):
+            raise err("padding", f"non-zero padding bytes at {pos}..{start}")
+        raw = bytes(src.read(start, SECTION_HEADER_SIZE, "section header"))
+        tag, sflags, length, crc, _reserved = _SECTION.unpack(raw[:_SECTION.size])
+        (head_crc,) = struct.unpack("<I", raw[_SECTION.size:_SECTION.size + 4])
+        if zlib.crc32(raw[:_SECTION.size]) != head_crc:
+            raise err(f"header at byte {start}", "checksum mismatch (the section header is corrupt)")
+        sec = _Section(tag, sflags, start + SECTION_HEADER_SIZE, length)
+        if length > src.size - sec.offset:
+            raise err(sec.name, f"declared length {length} bytes exceeds the {src.size - sec.offset} "
+                                f"bytes left (truncated or corrupt)")
+        if tag in sections:
+            raise err(sec.name, "appears twice")
+        computed = 0
+        for off in range(0, length, _CRC_CHUNK):
+            computed = zlib.crc32(src.read(sec.offset + off, min(_CRC_CHUNK, length - off), sec.name), computed)
+        if computed != crc:
+            raise err(sec.name, "checksum mismatch (the payload is corrupt)")
+        sections[tag] = sec
+        pos = sec.offset + length
+        if tag == TAG_END:
+            break
+    if pos != src.size:
+        raise err("END", f"{src.size - pos} unexpected bytes after the END section")
+
+    return sections
 
 
 def _read_quantizer(src, expect, err, d, M, K):

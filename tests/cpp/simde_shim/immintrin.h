@@ -33,3 +33,43 @@ static inline simde__m512i _mm512_cvtepu8_epi32(simde__m128i a) {
     return simde_mm512_loadu_si512(out);
 }
 #endif
+
+// Used by ternary_avx512.cpp / hamming_avx512.cpp (tests/cpp/hash_avx512_emulated.cpp).
+// SIMDe 0.7.4's native alias for _mm512_madd_epi16 takes the masked variant's 4 arguments.
+#undef _mm512_madd_epi16
+#define _mm512_madd_epi16(a, b) simde_mm512_madd_epi16(a, b)
+
+#ifndef _mm512_reduce_add_epi32
+static inline int _mm512_reduce_add_epi32(simde__m512i a) {
+    int32_t lanes[16];
+    simde_mm512_storeu_si512(lanes, a);
+    int32_t sum = 0;
+    for (int i = 0; i < 16; ++i) sum += lanes[i];
+    return sum;
+}
+#endif
+
+#ifndef _mm512_i64gather_epi64
+// Lane i = *(int64_t*)((char*)base + vindex[i] * scale).
+static inline simde__m512i _mm512_i64gather_epi64(simde__m512i vindex, const void* base, int scale) {
+    int64_t index[8], out[8];
+    simde_mm512_storeu_si512(index, vindex);
+    for (int i = 0; i < 8; ++i) memcpy(&out[i], (const char*)base + index[i] * scale, sizeof(int64_t));
+    return simde_mm512_loadu_si512(out);
+}
+#endif
+
+#ifndef _mm512_cvtepi64_epi16
+// Truncates the 8 int64 lanes of a to 8 int16 lanes.
+static inline simde__m128i _mm512_cvtepi64_epi16(simde__m512i a) {
+    int64_t lanes[8];
+    int16_t out[8];
+    simde_mm512_storeu_si512(lanes, a);
+    for (int i = 0; i < 8; ++i) out[i] = (int16_t)lanes[i];
+    return simde_mm_loadu_si128(out);
+}
+#endif
+
+#ifndef __mmask8
+typedef simde__mmask8 __mmask8;
+#endif
