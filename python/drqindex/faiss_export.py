@@ -40,6 +40,9 @@ def to_faiss(index, iters: int | None = None):
         return _ivf_to_faiss(index, iters)
     if not isinstance(index, IndexDRQ):
         raise TypeError(f"index: expected a drqindex.IndexDRQ or IndexIVFDRQ, got {type(index).__name__}")
+    if index.encoder is not None:
+        raise ValueError("to_faiss: faiss has no ternary encoder transform, so an IndexDRQ with an encoder "
+                         "cannot be exported (its codes live in the encoder's output space)")
     index._check_trained("to_faiss")
     m = _validate.iters_value(iters, index.iters)
     l2 = index.metric_type == METRIC_L2

@@ -24,11 +24,26 @@ class IndexDRQ:
     d: dimension; iters: M, the number of iterations (bytes per vector, K = 256 codewords each);
     metric: METRIC_L2 (default) or METRIC_INNER_PRODUCT; train_config: options for the torch
     trainer (a drqindex.train.DRQTrainConfig or a dict of its fields; iters is taken from here).
+    encoder: optional drqindex.TernaryEncoder (e.g. HashStudent.export()): every input (train, add,
+    search, range_search, sa_encode) is first mapped by encoder.embed, and the DRQ codes live in that
+    learned space of encoder.nbits dimensions. d is then the encoder's input dimension (784 for
+    28x28 images), inputs may be anything the encoder accepts (uint8 or float32 images), and
+    reconstruct / sa_decode return vectors of the learned space.
     """
 
     def __init__(self, d: int, iters: int = 16, metric: int = METRIC_L2, *, train_config=None,
-                 verbose: bool = False):
+                 verbose: bool = False, encoder=None):
         self.d = _validate.positive_int(d, "d")
+        if encoder is not None:
+            from .encoder import TernaryEncoder
+            if not isinstance(encoder, TernaryEncoder):
+                raise TypeError(f"encoder: expected a drqindex.TernaryEncoder, got {type(encoder).__name__}")
+            if encoder.input_dim != self.d:
+                raise ValueError(f"encoder: its input dimension is {encoder.input_dim}, expected d={self.d} "
+                                 f"(pass d=encoder.input_dim)")
+        self.encoder = encoder
+        # Dimension of the space the codes quantize: d itself, or the encoder's output.
+        self.code_space_d = self.d if encoder is None else encoder.nbits
         self.iters = _validate.positive_int(iters, "iters", upper=1024)
         self.metric_type = _validate.metric_value(metric)
         self.train_config = train_config
@@ -72,13 +87,20 @@ class IndexDRQ:
 
     def __repr__(self):
         metric = "L2" if self.metric_type == METRIC_L2 else "IP"
+        enc = "" if self.encoder is None else f", encoder={self.encoder!r}"
         return (f"IndexDRQ(d={self.d}, iters={self.iters}, metric={metric}, is_trained={self.is_trained}, "
-                f"ntotal={self.ntotal})")
+                f"ntotal={self.ntotal}{enc})")
+
+    def _to_code_space(self, x) -> np.ndarray:
+        """Validated float32 (n, code_space_d) vectors: x itself, or the encoder's embedding of x."""
+        if self.encoder is None:
+            return _validate.float_matrix(x, self.d)
+        return self.encoder.embed(x)
 
     # ---------------------------------------------------------------- training
     def train(self, x) -> None:
         """Train the shared codebook and per-iteration scales on float32 (n, d) vectors (torch)."""
-        x = _validate.float_matrix(x, self.d)
+        x = self._to_code_space(x)
         if x.shape[0] < 256:
             raise ValueError(f"x: expected at least 256 training vectors (one per codeword), got {x.shape[0]}")
         with self._lock.write():
@@ -110,8 +132,9 @@ class IndexDRQ:
             self._set_quantizer(quantizer)
 
     def _set_quantizer(self, quantizer: DRQQuantizer) -> None:
-        if quantizer.d != self.d or quantizer.M != self.iters:
-            raise ValueError(f"quantizer: expected d={self.d}, M={self.iters}, got d={quantizer.d}, M={quantizer.M}")
+        if quantizer.d != self.code_space_d or quantizer.M != self.iters:
+            raise ValueError(f"quantizer: expected d={self.code_space_d}, M={self.iters}, "
+                             f"got d={quantizer.d}, M={quantizer.M}")
         self._quantizer = quantizer
 
     # ---------------------------------------------------------------- adding
@@ -131,7 +154,7 @@ class IndexDRQ:
 
     def _prepare_add(self, x) -> np.ndarray:
         self._check_trained("add")
-        return _validate.float_matrix(x, self.d)
+        return self._to_code_space(x)
 
     def _add_locked(self, x: np.ndarray, ids: np.ndarray) -> None:
         if x.shape[0] == 0:
@@ -153,7 +176,7 @@ class IndexDRQ:
         faiss.SearchParameters(sel=...); sel restricts the results to the ids it selects.
         """
         self._check_trained("search")
-        x = _validate.float_matrix(x, self.d)
+        x = self._to_code_space(x)
         k = _validate.positive_int(k, "k")
         m = self._search_iters(params, iters)
         n = x.shape[0]
@@ -225,7 +248,7 @@ class IndexDRQ:
         to the codes); params / iters as for search (sel filters here too).
         """
         self._check_trained("range_search")
-        x = _validate.float_matrix(x, self.d)
+        x = self._to_code_space(x)
         radius = _validate.radius_value(radius)
         m = self._search_iters(params, iters)
         n = x.shape[0]
@@ -304,7 +327,7 @@ class IndexDRQ:
     def sa_encode(self, x) -> np.ndarray:
         """Standalone codes uint8 (n, M) of float32 (n, d) vectors, as faiss's sa_encode."""
         self._check_trained("sa_encode")
-        return self._quantizer.encode(_validate.float_matrix(x, self.d))[0]
+        return self._quantizer.encode(self._to_code_space(x))[0]
 
     def sa_decode(self, codes, iters: int | None = None) -> np.ndarray:
         self._check_trained("sa_decode")
@@ -354,6 +377,9 @@ class IndexDRQ:
         if (other.d, other.iters, other.metric_type) != (self.d, self.iters, self.metric_type):
             raise ValueError(f"other: expected d={self.d}, iters={self.iters}, metric={self.metric_type}, "
                              f"got d={other.d}, iters={other.iters}, metric={other.metric_type}")
+        if (self.encoder is None) != (other.encoder is None) or \
+                (self.encoder is not None and self.encoder != other.encoder):
+            raise ValueError("other: its encoder differs, so its codes live in another space")
         self._check_trained("merge_from")
         if not other.is_trained:
             raise ValueError("other: the index is not trained, so it holds no codes to merge")

@@ -34,6 +34,9 @@ class IndexRefineFlat:
     def __init__(self, base_index: IndexDRQ, k_factor: float = 1.0):
         if not isinstance(base_index, IndexDRQ):
             raise TypeError(f"base_index: expected a drqindex.IndexDRQ, got {type(base_index).__name__}")
+        if base_index.encoder is not None:
+            raise ValueError("base_index: an IndexDRQ with an encoder cannot be refined with exact distances "
+                             "(its codes live in the encoder's space, not the input space)")
         if base_index.ntotal:
             raise ValueError(f"base_index: expected an empty index (its raw vectors are unknown), "
                              f"got ntotal={base_index.ntotal}")

@@ -45,7 +45,8 @@ _MAX_HEADER_SIZE = 4096
 
 FLAG_TRAINED = 1  # codebook and scales present
 FLAG_REFINE_FLAT = 2  # IndexRefineFlat: raw vectors (RAWF) and k_factor (RFKF) follow the codes
-_KNOWN_FLAGS = FLAG_TRAINED | FLAG_REFINE_FLAT  # any other set bit is a feature this reader lacks: refused
+FLAG_ENCODER = 4  # IndexDRQ with a TernaryEncoder in front: ENCJ/ENCB sections (hash_io.py); d = its input dim
+_KNOWN_FLAGS = FLAG_TRAINED | FLAG_REFINE_FLAT | FLAG_ENCODER  # any other set bit is a feature this reader lacks: refused
 
 # Section header, 32 bytes: tag, flags, payload length, payload CRC32, reserved (8 bytes), and
 # the CRC32 of the 28 bytes before it. The payload starts at the next multiple of ALIGN (so a memory map gives
@@ -180,11 +181,17 @@ def _write_flat(index, f, refine) -> None:
         trained = index.is_trained
         ntotal = index.ntotal
         M = index.iters
-        flags = (FLAG_TRAINED if trained else 0) | (FLAG_REFINE_FLAT if refine is not None else 0)
+        flags = (FLAG_TRAINED if trained else 0) | (FLAG_REFINE_FLAT if refine is not None else 0) \
+            | (FLAG_ENCODER if index.encoder is not None else 0)
         f.write(_pack_header(KIND_FLAT, index.d, M, 256, index.metric_type, ntotal, flags))
         writer = _SectionWriter(f, HEADER_SIZE)
         info = _info_json(index)
         writer.section(TAG_INFO, 0, [info.encode("utf-8")])
+        if index.encoder is not None:
+            from . import hash_io
+            meta, arrays = hash_io._encoder_sections(index.encoder)
+            writer.section(hash_io.TAG_ENC_JSON, SECTION_REQUIRED, [np.frombuffer(meta, np.uint8)])
+            writer.section(hash_io.TAG_ENC_ARRAYS, SECTION_REQUIRED, arrays)
         if trained:
             q = index._quantizer
             writer.section(TAG_CODEBOOK, SECTION_REQUIRED, [_le(q.codebook, "<f4")])
@@ -405,8 +412,10 @@ def _read(src):
         raise err("header", f"index kind {kind} is not supported by this drqindex "
                             f"(knows {KIND_FLAT} = IndexDRQ, {KIND_IVF} = IndexIVFDRQ, "
                             f"{KIND_TERNARY_ENCODER} = TernaryEncoder, {KIND_BINARY_HASH} = IndexBinaryHash)")
-    if kind == KIND_IVF and flags & FLAG_REFINE_FLAT:
-        raise err("header", "the refine flag is not valid for an IndexIVFDRQ")
+    if kind == KIND_IVF and flags & (FLAG_REFINE_FLAT | FLAG_ENCODER):
+        raise err("header", "the refine and encoder flags are not valid for an IndexIVFDRQ")
+    if kind == KIND_FLAT and flags & FLAG_REFINE_FLAT and flags & FLAG_ENCODER:
+        raise err("header", "an IndexDRQ with an encoder cannot be an IndexRefineFlat")
     if flags & ~_KNOWN_FLAGS:
         raise err("header", f"unknown required feature flags {flags & ~_KNOWN_FLAGS:#x}; upgrade drqindex")
     if kind in (KIND_TERNARY_ENCODER, KIND_BINARY_HASH):
@@ -431,6 +440,10 @@ def _read(src):
     known = {TAG_INFO, TAG_CODEBOOK, TAG_SCALES, TAG_CODES, TAG_NORMS, TAG_IDS, TAG_END}
     if refine:
         known |= {TAG_RAW, TAG_K_FACTOR}
+    has_encoder = kind == KIND_FLAT and bool(flags & FLAG_ENCODER)
+    if has_encoder:
+        from . import hash_io
+        known |= {hash_io.TAG_ENC_JSON, hash_io.TAG_ENC_ARRAYS}
     if kind == KIND_IVF:
         known |= {TAG_IVF_PARAMS, TAG_COARSE, TAG_LIST_SIZES}
     for tag, sec in sections.items():
@@ -453,7 +466,10 @@ def _read(src):
     from .index_drq import IndexDRQ
     from .quantizer import DRQQuantizer
 
-    index = IndexDRQ(d, iters=M, metric=metric)
+    encoder = hash_io._read_encoder(src, sections, err, d) if has_encoder else None
+    index = IndexDRQ(d, iters=M, metric=metric, encoder=encoder)
+    # The codebook quantizes the encoder's output space when there is one.
+    d = index.code_space_d
     if TAG_INFO in sections:
         _apply_info(index, src, sections[TAG_INFO], err)
     k_factor = None
