@@ -54,4 +54,38 @@ void adc_scan_avx512(const uint8_t* codes, size_t nblocks, size_t block_stride, 
 // The kernel for a level. The caller must have checked simd_level_supported(level).
 AdcScanFn adc_scan_for(SimdLevel level);
 
+// Multi-query scan: the same blocks for nluts queries at once. Each code byte is loaded and
+// split into a table index once and then used for every query, which takes the index
+// arithmetic (the bottleneck of a one-query scan, see adc_avx2.cpp) off the per-lookup path.
+// Per query and lane the operations are exactly those of AdcScanFn, so the results are
+// bit-identical to nluts single-query scans.
+//   luts:        nluts pointers; query q's table for iteration j starts at luts[q] + j * lut_stride
+//   acc (out):   query q's nblocks * kBlockSize sums start at acc + q * acc_stride
+using AdcScanQueriesFn = void (*)(const uint8_t* codes, size_t nblocks, size_t block_stride,
+                                  size_t m, const float* const* luts, size_t nluts,
+                                  size_t lut_stride, const float* scales, float* acc,
+                                  size_t acc_stride);
+
+// Queries per multi-query call that the kernels are tuned for: four 8-lane accumulators, the
+// eight table indices and four table pointers fit the AVX2 registers. Callers may pass any
+// count; larger ones are split into groups of this size inside the kernels.
+constexpr size_t kScanQueries = 4;
+
+void adc_scan_queries_ref(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                          const float* const* luts, size_t nluts, size_t lut_stride,
+                          const float* scales, float* acc, size_t acc_stride);
+
+#if defined(DRQ_HAVE_X86_SIMD)
+void adc_scan_queries_avx2(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                           const float* const* luts, size_t nluts, size_t lut_stride,
+                           const float* scales, float* acc, size_t acc_stride);
+
+void adc_scan_queries_avx512(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                             const float* const* luts, size_t nluts, size_t lut_stride,
+                             const float* scales, float* acc, size_t acc_stride);
+#endif
+
+// The multi-query kernel for a level (same condition as adc_scan_for).
+AdcScanQueriesFn adc_scan_queries_for(SimdLevel level);
+
 }  // namespace drq

@@ -17,4 +17,17 @@ AdcScanFn adc_scan_for(SimdLevel level) {
     }
 }
 
+AdcScanQueriesFn adc_scan_queries_for(SimdLevel level) {
+    switch (level) {
+#if defined(DRQ_HAVE_X86_SIMD)
+        case SimdLevel::AVX512:
+            return adc_scan_queries_avx512;
+        case SimdLevel::AVX2:
+            return adc_scan_queries_avx2;
+#endif
+        default:
+            return adc_scan_queries_ref;
+    }
+}
+
 }  // namespace drq

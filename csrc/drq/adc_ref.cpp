@@ -24,4 +24,14 @@ void adc_scan_ref(const uint8_t* codes, size_t nblocks, size_t block_stride, siz
     }
 }
 
+// One query after the other: the multi-query kernels must produce exactly these bits.
+void adc_scan_queries_ref(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                          const float* const* luts, size_t nluts, size_t lut_stride,
+                          const float* scales, float* acc, size_t acc_stride) {
+    for (size_t q = 0; q < nluts; ++q) {
+        adc_scan_ref(codes, nblocks, block_stride, m, luts[q], lut_stride, scales,
+                     acc + q * acc_stride);
+    }
+}
+
 }  // namespace drq

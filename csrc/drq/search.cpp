@@ -79,31 +79,37 @@ inline bool any_may_enter(const float* dist, float threshold) {
     return passing != 0;
 }
 
-// Offers count candidates (distances dist, ids, storage positions pos_begin + i) to the heap.
+// Offers count candidates (distances dist, storage positions pos_begin + i) to the heap.
 // Once the heap is full almost every candidate fails the threshold test, so whole blocks are
-// rejected at once and only the survivors reach push().
+// rejected at once. In a block that passes, the passing slots are first listed without branches
+// (which slot passes is unpredictable: a branch per slot mispredicts often), then only those are
+// pushed; push() tests each against the heap's current, possibly tighter, threshold.
 template <Metric metric>
-void push_candidates(TopK<metric>& heap, const float* dist, size_t count, const int64_t* ids,
-                     size_t pos_begin) {
+void push_candidates(TopK<metric>& heap, const float* dist, size_t count, size_t pos_begin) {
     float threshold = heap.threshold();
+    uint32_t passing[kBlockSize];
     for (size_t chunk = 0; chunk < count; chunk += kBlockSize) {
         const size_t chunk_end = std::min(count, chunk + kBlockSize);
         if (chunk_end - chunk == kBlockSize && !any_may_enter<metric>(dist + chunk, threshold)) {
             continue;
         }
+        size_t npassing = 0;
         for (size_t i = chunk; i < chunk_end; ++i) {
-            if (Ranking<metric>::may_enter(dist[i], threshold)) {
-                heap.push(dist[i], ids[i], static_cast<int64_t>(pos_begin + i));
-                threshold = heap.threshold();
-            }
+            passing[npassing] = static_cast<uint32_t>(i);
+            npassing += Ranking<metric>::may_enter(dist[i], threshold) ? 1 : 0;
         }
+        for (size_t t = 0; t < npassing; ++t) {
+            const size_t i = passing[t];
+            heap.push_position(dist[i], static_cast<int64_t>(pos_begin + i));
+        }
+        threshold = heap.threshold();
     }
 }
 
 template <Metric metric>
 void search_with_metric(const CodeStore& store, const SearchParams& p, float* distances,
                         int64_t* labels, const InterruptCallback& interrupt, int nthreads,
-                        AdcScanFn kernel) {
+                        AdcScanQueriesFn kernel) {
     const Plan plan = make_plan(store, p, nthreads);
     const size_t ntotal = store.ntotal();
     const size_t nblocks = store.nblocks();
@@ -118,8 +124,10 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
         std::vector<TopK<metric>> heaps;  // used when nslices == 1
     };
     std::vector<WorkerScratch> scratch(static_cast<size_t>(plan.nworkers));
+    // One tile of sums per query of a multi-query scan.
+    const size_t acc_stride = plan.tile_blocks * kBlockSize;
     for (auto& s : scratch) {
-        s.acc.resize(plan.tile_blocks * kBlockSize);
+        s.acc.resize(kScanQueries * acc_stride);
         if (plan.nslices == 1) s.heaps.resize(plan.query_group);
     }
     // With database slices, every (slice, query) heap lives until the merge: slice-major.
@@ -141,9 +149,10 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
         WorkerScratch& ws = scratch[static_cast<size_t>(worker)];
         TopK<metric>* heaps =
             plan.nslices == 1 ? ws.heaps.data() : slice_heaps.data() + slice * p.nq + q0;
-        for (size_t q = q0; q < q1; ++q) heaps[q - q0].set_capacity(std::min(p.k, slice_vectors));
+        for (size_t q = q0; q < q1; ++q) {
+            heaps[q - q0].set_capacity(std::min(p.k, slice_vectors), ids);
+        }
 
-        float* acc = ws.acc.data();
         for (size_t tile_begin = b_begin; tile_begin < b_end; tile_begin += plan.tile_blocks) {
             if (interrupter.should_stop(worker)) return;
             const size_t tile_end = std::min(b_end, tile_begin + plan.tile_blocks);
@@ -151,27 +160,33 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
             const size_t count = std::min(tile_end * kBlockSize, ntotal) - pos_begin;
             const uint8_t* tile_codes = store.block_codes(tile_begin);
             const float* tile_norms = norms + pos_begin;
-            const int64_t* tile_ids = ids + pos_begin;
-            for (size_t q = q0; q < q1; ++q) {
-                kernel(tile_codes, tile_end - tile_begin, stride, p.iters, table_for(p, q),
-                       lut_stride, p.scales, acc);
-                TopK<metric>& heap = heaps[q - q0];
-                if (metric == Metric::L2) {
-                    // Separate pass: vectorises.
-                    const float qnorm = p.qnorms[q];
-                    for (size_t i = 0; i < count; ++i) {
-                        acc[i] = distance_from_ip<metric>(acc[i], qnorm, tile_norms[i]);
+            for (size_t qs = q0; qs < q1; qs += kScanQueries) {
+                const size_t nscan = std::min(kScanQueries, q1 - qs);
+                const float* luts[kScanQueries];
+                for (size_t i = 0; i < nscan; ++i) luts[i] = table_for(p, qs + i);
+                kernel(tile_codes, tile_end - tile_begin, stride, p.iters, luts, nscan, lut_stride,
+                       p.scales, ws.acc.data(), acc_stride);
+                for (size_t i = 0; i < nscan; ++i) {
+                    const size_t q = qs + i;
+                    float* acc = ws.acc.data() + i * acc_stride;
+                    TopK<metric>& heap = heaps[q - q0];
+                    if (metric == Metric::L2) {
+                        // Separate pass: vectorises.
+                        const float qnorm = p.qnorms[q];
+                        for (size_t v = 0; v < count; ++v) {
+                            acc[v] = distance_from_ip<metric>(acc[v], qnorm, tile_norms[v]);
+                        }
                     }
-                }
-                if (p.allowed != nullptr) {
-                    // Filtered-out vectors get NaN, which never ranks: the heap code is unchanged
-                    // and this pass is branch-free.
-                    const uint8_t* tile_allowed = p.allowed + pos_begin;
-                    for (size_t i = 0; i < count; ++i) {
-                        acc[i] = tile_allowed[i] != 0 ? acc[i] : kFilteredOut;
+                    if (p.allowed != nullptr) {
+                        // Filtered-out vectors get NaN, which never ranks: the heap code is
+                        // unchanged and this pass is branch-free.
+                        const uint8_t* tile_allowed = p.allowed + pos_begin;
+                        for (size_t v = 0; v < count; ++v) {
+                            acc[v] = tile_allowed[v] != 0 ? acc[v] : kFilteredOut;
+                        }
                     }
+                    push_candidates(heap, acc, count, pos_begin);
                 }
-                push_candidates(heap, acc, count, tile_ids, pos_begin);
             }
         }
         if (plan.nslices == 1) {
@@ -347,12 +362,13 @@ void search(const CodeStore& store, const SearchParams& params, float* distances
         }
         return;
     }
-    const AdcScanFn kernel = adc_scan_for(level);
+    const AdcScanQueriesFn queries_kernel = adc_scan_queries_for(level);
     if (params.metric == Metric::L2) {
-        search_with_metric<Metric::L2>(store, params, distances, labels, interrupt, nthreads, kernel);
+        search_with_metric<Metric::L2>(store, params, distances, labels, interrupt, nthreads,
+                                       queries_kernel);
     } else {
         search_with_metric<Metric::InnerProduct>(store, params, distances, labels, interrupt,
-                                                 nthreads, kernel);
+                                                 nthreads, queries_kernel);
     }
 }
 

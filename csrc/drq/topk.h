@@ -1,5 +1,5 @@
-// Top-k selection for searches: one bounded binary heap per query (and per database slice when
-// the database is split between threads), then a merge.
+// Top-k selection for searches: one bounded candidate buffer per query (and per database slice
+// when the database is split between threads), then a merge.
 //
 // Ranking is a total order, so results do not depend on how the work was split:
 //   L2:            smaller distance first
@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -66,8 +67,18 @@ inline void write_top_k_by_full_sort(std::vector<Candidate>& all, size_t k, floa
 }
 
 // Keeps the `capacity` best candidates pushed so far.
-// Storage is a max-heap under Ranking::before: heap_[0] is the kept candidate that ranks last,
-// the one a better candidate replaces.
+//
+// Storage is a buffer of up to 2 * capacity + kSlack candidates, not a heap: a candidate that
+// passes the threshold is appended (a few instructions), and when the buffer is full the
+// capacity-th best distance becomes the threshold and the candidates behind it are dropped.
+// A binary heap pays a log2(capacity)-level sift with unpredictable branches for every candidate
+// that enters; with k = 100 over 60k vectors that was a third of an 8-byte scan's time.
+// The threshold lags between compactions (it only filters less), so the kept set is the same.
+//
+// Ids: a scan that knows the ids by storage position (set_capacity's ids_by_position) pushes
+// positions only (push_position) and the ids are read when candidates are ranked exactly (a
+// compaction full of ties, merge, write_sorted): during a scan the ids array is cold, and one
+// cache miss per entering candidate cost more than the rest of the top-k work.
 template <Metric metric>
 class TopK {
 public:
@@ -75,51 +86,56 @@ public:
 
     explicit TopK(size_t capacity = 0) { set_capacity(capacity); }
 
-    // Empties the heap and sets how many candidates it keeps (may allocate).
-    void set_capacity(size_t capacity) {
-        heap_.clear();
-        heap_.reserve(capacity);
+    // Empties the buffer and sets how many candidates it keeps (may allocate). ids_by_position,
+    // if given, must outlive the pushes and cover every position pushed with push_position.
+    void set_capacity(size_t capacity, const int64_t* ids_by_position = nullptr) {
         capacity_ = capacity;
+        limit_ = 2 * capacity + kSlack;
+        if (buffer_.size() < limit_) buffer_.resize(limit_);
+        if (distances_.size() < limit_) distances_.resize(limit_);
+        size_ = 0;
+        ids_by_position_ = ids_by_position;
+        // capacity 0: nothing may enter; NaN fails every comparison.
+        threshold_ = capacity == 0 ? std::numeric_limits<float>::quiet_NaN()
+                                   : Rank::padding_distance();
     }
 
-    size_t size() const { return heap_.size(); }
+    // Candidates kept (the best min(pushed, capacity) of those pushed).
+    size_t size() const { return std::min(size_, capacity_); }
 
     // Distance a candidate must reach (Ranking::may_enter) to have a chance of being kept: the
-    // last-ranked kept distance when full, else the padding distance (any non-NaN enters).
-    // Lets scans filter candidates with one comparison and call push only for the few that pass.
-    float threshold() const {
-        if (heap_.size() < capacity_) return Rank::padding_distance();
-        // capacity 0: nothing may enter; NaN fails every comparison.
-        return capacity_ == 0 ? std::numeric_limits<float>::quiet_NaN() : heap_[0].dist;
-    }
-    const std::vector<Candidate>& entries() const { return heap_; }
+    // padding distance (any non-NaN enters) until the first compaction, then the last-ranked
+    // distance kept by the latest one. Lets scans filter candidates with one comparison and
+    // call push only for the few that pass.
+    float threshold() const { return threshold_; }
 
     void push(float dist, int64_t id, int64_t pos) {
-        if (heap_.size() == capacity_) {
-            if (capacity_ == 0 || !Rank::may_enter(dist, heap_[0].dist)) return;
-            const Candidate candidate{dist, id, pos};
-            if (Rank::before(candidate, heap_[0])) replace_last_ranked(candidate);
-        } else {
-            if (dist != dist) return;  // NaN: never ranks
-            heap_.push_back(Candidate{dist, id, pos});  // within the reserved capacity
-            std::push_heap(heap_.begin(), heap_.end(), Rank::before);
+        if (!Rank::may_enter(dist, threshold_)) return;  // also drops NaN
+        buffer_[size_++] = Candidate{dist, id, pos};
+        if (size_ == limit_) compact();
+    }
+
+    // push() with the id looked up later in ids_by_position[pos] (see the class comment).
+    void push_position(float dist, int64_t pos) { push(dist, kIdNotRead, pos); }
+
+    // Pushes every candidate kept by `other` (merging the results of database slices).
+    void merge(const TopK& other) {
+        for (size_t i = 0; i < other.size_; ++i) {
+            const Candidate& c = other.buffer_[i];
+            push(c.dist, other.id_of(c), c.pos);
         }
     }
 
-    // Pushes every candidate kept by `other` (merging the heaps of database slices).
-    void merge(const TopK& other) {
-        for (const Candidate& c : other.heap_) push(c.dist, c.id, c.pos);
-    }
-
     // Writes k results best first into distances[0..k) and ids[0..k), padding with
-    // (padding_distance, -1) past the kept candidates. Leaves the heap sorted, not a heap:
-    // call set_capacity before reusing it.
+    // (padding_distance, -1) past the kept candidates. Leaves the buffer sorted: call
+    // set_capacity before reusing it.
     void write_sorted(size_t k, float* distances, int64_t* ids) {
-        std::sort(heap_.begin(), heap_.end(), Rank::before);
-        const size_t n = std::min(k, heap_.size());
+        keep_best_exactly();  // then sort only what is written
+        std::sort(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(size_), Rank::before);
+        const size_t n = std::min(k, size());
         for (size_t r = 0; r < n; ++r) {
-            distances[r] = heap_[r].dist;
-            ids[r] = heap_[r].id;
+            distances[r] = buffer_[r].dist;
+            ids[r] = buffer_[r].id;
         }
         for (size_t r = n; r < k; ++r) {
             distances[r] = Rank::padding_distance();
@@ -128,26 +144,61 @@ public:
     }
 
 private:
-    std::vector<Candidate> heap_;
-    size_t capacity_ = 0;
+    // Extra buffer room so that a small capacity (k = 1) does not compact every other push.
+    static constexpr size_t kSlack = 32;
+    // Placeholder id of a candidate pushed by position (never compared: read_ids runs first).
+    static constexpr int64_t kIdNotRead = -2;
 
-    // Replaces heap_[0] by `candidate` (which ranks before it) and sifts it down: one
-    // root-to-leaf pass instead of a pop followed by a push.
-    void replace_last_ranked(const Candidate& candidate) {
-        const size_t n = heap_.size();
-        size_t hole = 0;
-        for (;;) {
-            const size_t left = 2 * hole + 1;
-            if (left >= n) break;
-            const size_t right = left + 1;
-            // The child that ranks later must move up to keep the max-heap property.
-            const size_t later =
-                (right < n && Rank::before(heap_[left], heap_[right])) ? right : left;
-            if (!Rank::before(candidate, heap_[later])) break;
-            heap_[hole] = heap_[later];
-            hole = later;
+    std::vector<Candidate> buffer_;  // [0, size_) in use
+    std::vector<float> distances_;   // compact()'s scratch
+    size_t size_ = 0;
+    size_t capacity_ = 0;
+    size_t limit_ = kSlack;
+    const int64_t* ids_by_position_ = nullptr;
+    float threshold_ = std::numeric_limits<float>::quiet_NaN();
+
+    int64_t id_of(const Candidate& c) const {
+        return c.id == kIdNotRead ? ids_by_position_[c.pos] : c.id;
+    }
+
+    // Fills in the ids of candidates pushed by position, before any ranking that compares ids.
+    void read_ids() {
+        if (ids_by_position_ == nullptr) return;
+        for (size_t i = 0; i < size_; ++i) buffer_[i].id = id_of(buffer_[i]);
+    }
+
+    // Tightens the threshold to the capacity_-th best distance and drops every candidate that
+    // ranks after it. The selection runs on a float copy of the distances (plain comparisons,
+    // less data moved) rather than on the candidates with their tie-breaking comparison;
+    // candidates that tie with the new threshold are all kept (the final sort orders them).
+    void compact() {
+        for (size_t i = 0; i < size_; ++i) distances_[i] = buffer_[i].dist;
+        const auto first = distances_.begin();
+        const auto last = first + static_cast<std::ptrdiff_t>(size_);
+        const auto nth = first + static_cast<std::ptrdiff_t>(capacity_ - 1);
+        if (metric == Metric::L2) {
+            std::nth_element(first, nth, last);
+        } else {
+            std::nth_element(first, nth, last, std::greater<float>());
         }
-        heap_[hole] = candidate;
+        threshold_ = *nth;
+        const float threshold = threshold_;
+        const auto kept_end = std::remove_if(
+            buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(size_),
+            [threshold](const Candidate& c) { return !Rank::may_enter(c.dist, threshold); });
+        size_ = static_cast<size_t>(kept_end - buffer_.begin());
+        // Many candidates tying with the threshold would leave the buffer nearly full and make
+        // every later push compact again: rank those exactly and keep only capacity_.
+        if (size_ > capacity_ + kSlack / 2) keep_best_exactly();
+    }
+
+    // The capacity_ best candidates under the full total order (ties by id, then position).
+    void keep_best_exactly() {
+        read_ids();
+        if (size_ <= capacity_) return;
+        std::nth_element(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(capacity_ - 1),
+                         buffer_.begin() + static_cast<std::ptrdiff_t>(size_), Rank::before);
+        size_ = capacity_;
     }
 };
 
