@@ -257,7 +257,7 @@ def test_train_package_exports_lazily():
     import drqindex.train as t
     assert t.train_drq is train_drq and t.DRQTrainConfig is DRQTrainConfig
     assert t.encode_greedy_torch is encode_greedy_torch
-    assert set(t.__all__) == {"DRQTrainConfig", "encode_greedy_torch", "train_drq"}
+    assert set(t.__all__) == {"DRQTrainConfig", "encode_greedy_torch", "train_drq", "HashStudent", "HashTeacher"}
     with pytest.raises(AttributeError):
         t.no_such_name
 

@@ -11,6 +11,8 @@ _LAZY = {
     "DRQTrainConfig": "drq",
     "train_drq": "drq",
     "encode_greedy_torch": "drq",
+    "HashTeacher": "hashing",
+    "HashStudent": "hashing",
 }
 
 __all__ = sorted(_LAZY)
