@@ -58,4 +58,5 @@ def test_avx512_kernel_matches_reference_under_emulation(tmp_path):
                     reason="the AVX-512 kernels are only built for x86-64")
 def test_avx512_hash_kernels_match_reference_under_emulation(tmp_path):
     _build_and_run(tmp_path, "hash_avx512_emulated.cpp",
-                   ["ternary_avx512.cpp", "hamming_avx512.cpp", "ternary_ref.cpp", "hamming_ref.cpp"])
+                   ["ternary_avx512.cpp", "hamming_avx512.cpp", "ternary_ref.cpp", "ternary_lut.cpp",
+                    "hamming_ref.cpp"])

@@ -119,6 +119,19 @@ def test_embed_matches_numpy_reference_bit_for_bit(case, level):
         np.testing.assert_array_equal(enc.embed(x), reference_embed(spec, x))
 
 
+@pytest.mark.parametrize("level", LEVELS)
+def test_batch_sizes_around_the_kernel_tiles_match_reference(level):
+    # The SIMD kernels take tiles of 32 samples through look-up tables and fewer than 12 leftover
+    # samples through the byte kernel: full, partial and tail-only tiles, 8-row output blocks
+    # with and without a remainder (d_out 43, 19, 24).
+    spec = make_spec(dims=(300, 43, 19, 24), seed=11)
+    enc = drqindex.TernaryEncoder.from_spec(spec)
+    x = np.random.default_rng(6).integers(0, 256, (77, 300), dtype=np.uint8)
+    _core.set_simd_level(level)
+    for n in (1, 11, 12, 15, 17, 31, 33, 45, 77):
+        np.testing.assert_array_equal(enc.embed(x[:n]), reference_embed(spec, x[:n]), err_msg=f"n={n}")
+
+
 def test_threads_and_batch_split_do_not_change_results():
     spec = make_spec(dims=(200, 64, 32))
     enc = drqindex.TernaryEncoder.from_spec(spec)

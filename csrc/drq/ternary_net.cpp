@@ -6,6 +6,22 @@
 
 #include "ternary.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>  // baseline on x86-64: the min / max scan of quantise
+#endif
+
+// The per-tile scalar code (preprocessing, quantisation, epilogues: elementwise float maths the
+// compiler vectorises) is compiled twice on x86 with GCC / Clang: for the baseline (SSE2) and, as
+// forward_tile_avx2, with AVX2 enabled (8 floats per instruction), chosen by the SIMD level.
+// Elementwise operations in the same order (and -ffp-contract=off: no FMA) give the same floats
+// at any vector width, so the results stay bit-identical across levels.
+#if defined(DRQ_HAVE_X86_SIMD) && defined(__GNUC__)
+#define DRQ_TILE_INLINE __attribute__((always_inline)) inline
+#define DRQ_TILE_AVX2 1
+#else
+#define DRQ_TILE_INLINE inline
+#endif
+
 namespace drq {
 
 namespace {
@@ -18,9 +34,32 @@ size_t round_up(size_t value, size_t multiple) { return (value + multiple - 1) /
 
 // The per-sample 8-bit quantisation of ternary.h. Scalar code shared by every SIMD level, so the
 // quantised bytes (and hence P and N) are identical at every level.
-void quantise(const float* a, size_t d, size_t stride, uint8_t* q, float* lo_out, float* step_out) {
+DRQ_TILE_INLINE void quantise(const float* a, size_t d, size_t stride, uint8_t* q, float* lo_out,
+                              float* step_out) {
+    // 8 lanes of running min / max (no serial dependency through one register). min / max are
+    // exact in any order (x first: like std::min(lo, x), a NaN x is skipped); where -0 and +0
+    // tie, either lo gives the same q (a - lo is +-0, +0.5 rounds to 0) and the same epilogue
+    // sums (P * step is >= +0, and +0 + -0 = +0).
     float lo = a[0], hi = a[0];
-    for (size_t j = 1; j < d; ++j) {
+    size_t j = 0;
+#if defined(__SSE2__)
+    __m128 lo4a = _mm_set1_ps(a[0]), hi4a = lo4a, lo4b = lo4a, hi4b = lo4a;
+    for (; j + 8 <= d; j += 8) {
+        const __m128 x0 = _mm_loadu_ps(a + j), x1 = _mm_loadu_ps(a + j + 4);
+        lo4a = _mm_min_ps(x0, lo4a);
+        hi4a = _mm_max_ps(x0, hi4a);
+        lo4b = _mm_min_ps(x1, lo4b);
+        hi4b = _mm_max_ps(x1, hi4b);
+    }
+    alignas(16) float lanes_lo[4], lanes_hi[4];
+    _mm_store_ps(lanes_lo, _mm_min_ps(lo4a, lo4b));
+    _mm_store_ps(lanes_hi, _mm_max_ps(hi4a, hi4b));
+    for (size_t l = 0; l < 4; ++l) {
+        lo = std::min(lo, lanes_lo[l]);
+        hi = std::max(hi, lanes_hi[l]);
+    }
+#endif
+    for (; j < d; ++j) {
         lo = std::min(lo, a[j]);
         hi = std::max(hi, a[j]);
     }
@@ -99,6 +138,8 @@ TernaryNet::TernaryNet(size_t d_in, const float* in_scale, const float* in_shift
                 layer.cnt_pos[r] = static_cast<float>(np);
                 layer.cnt_neg[r] = static_cast<float>(nn);
             }
+            layer.lut_offsets.resize(spec.d_out * (layer.stride / kLutGroupInputs) * 2);
+            ternary_lut_offsets(layer.t.data(), spec.d_out, layer.stride, layer.lut_offsets.data());
         } else {
             layer.weight.assign(spec.d_out * layer.stride, 0.0f);
             for (size_t r = 0; r < spec.d_out; ++r) {
@@ -114,8 +155,8 @@ TernaryNet::TernaryNet(size_t d_in, const float* in_scale, const float* in_shift
 }
 
 template <class T>
-void TernaryNet::forward_tile(const T* x, size_t count, float* out, Scratch& s,
-                              SimdLevel level) const {
+DRQ_TILE_INLINE void TernaryNet::forward_tile(const T* x, size_t count, float* out, Scratch& s,
+                                              SimdLevel level) const {
     const TernaryDotFn ternary_dot = ternary_dot_for(level);
     const FloatDotFn float_dot = float_dot_for(level);
     // Preprocessing x' = x * in_scale + in_shift into the activation buffer.
@@ -134,7 +175,8 @@ void TernaryNet::forward_tile(const T* x, size_t count, float* out, Scratch& s,
                 quantise(s.act.data() + i * width, width, L.stride, s.q.data() + i * L.stride,
                          &s.lo[i], &s.step[i]);
             }
-            ternary_dot(s.q.data(), count, L.t.data(), L.d_out, L.stride, s.P.data(), s.N.data());
+            ternary_dot(s.q.data(), count, L.t.data(), L.lut_offsets.data(), L.d_out, L.stride,
+                        s.P.data(), s.N.data());
             for (size_t i = 0; i < count; ++i) {
                 const float lo = s.lo[i], step = s.step[i];
                 const int32_t* P = s.P.data() + i * L.d_out;
@@ -167,6 +209,15 @@ void TernaryNet::forward_tile(const T* x, size_t count, float* out, Scratch& s,
     }
 }
 
+#if defined(DRQ_TILE_AVX2)
+template <class T>
+__attribute__((target("avx2"))) void TernaryNet::forward_tile_avx2(const T* x, size_t count,
+                                                                  float* out, Scratch& s,
+                                                                  SimdLevel level) const {
+    forward_tile(x, count, out, s, level);
+}
+#endif
+
 template <class T>
 void TernaryNet::forward_impl(const T* x, size_t n, float* out, const InterruptCallback& interrupt,
                               int nthreads, SimdLevel level) const {
@@ -191,8 +242,14 @@ void TernaryNet::forward_impl(const T* x, size_t n, float* out, const InterruptC
     parallel_for(ntiles, nworkers, interrupter, [&](size_t tile, int worker) {
         const size_t begin = tile * kTileSamples;
         const size_t count = std::min(kTileSamples, n - begin);
-        forward_tile(x + begin * d_in_, count, out + begin * d_out(), scratch[static_cast<size_t>(worker)],
-                     level);
+        Scratch& s = scratch[static_cast<size_t>(worker)];
+#if defined(DRQ_TILE_AVX2)
+        if (level != SimdLevel::Scalar) {
+            forward_tile_avx2(x + begin * d_in_, count, out + begin * d_out(), s, level);
+            return;
+        }
+#endif
+        forward_tile(x + begin * d_in_, count, out + begin * d_out(), s, level);
     });
 }
 

@@ -48,6 +48,7 @@ private:
         bool ternary;
         size_t d_in, d_out, stride;     // stride: d_in rounded up to kTernaryAlign
         std::vector<int8_t> t;          // ternary: d_out * stride weights' signs (+1, 0, -1)
+        std::vector<uint16_t> lut_offsets;  // ternary: d_out * (stride / 4) * 2 (ternary_lut_offsets)
         std::vector<float> cnt_pos, cnt_neg;  // ternary: d_out, popcount of each mask row
         float w_pos, w_neg;
         std::vector<float> weight;  // float: d_out * stride
@@ -62,6 +63,10 @@ private:
     template <class T>
     void forward_tile(const T* x, size_t count, float* out, Scratch& scratch,
                       SimdLevel level) const;
+    // forward_tile compiled with AVX2 enabled (ternary_net.cpp; x86 with GCC / Clang only).
+    template <class T>
+    void forward_tile_avx2(const T* x, size_t count, float* out, Scratch& scratch,
+                           SimdLevel level) const;
 
     size_t d_in_;
     std::vector<float> in_scale_, in_shift_;

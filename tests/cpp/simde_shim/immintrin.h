@@ -70,6 +70,28 @@ static inline simde__m128i _mm512_cvtepi64_epi16(simde__m512i a) {
 }
 #endif
 
+#ifndef _mm512_cvtepu8_epi16
+// Zero-extends the 32 bytes of a to 32 int16 lanes.
+static inline simde__m512i _mm512_cvtepu8_epi16(simde__m256i a) {
+    uint8_t bytes[32];
+    int16_t out[32];
+    simde_mm256_storeu_si256(bytes, a);
+    for (int i = 0; i < 32; ++i) out[i] = (int16_t)bytes[i];
+    return simde_mm512_loadu_si512(out);
+}
+#endif
+
+#ifndef _mm512_cvtepu16_epi32
+// Zero-extends the 16 uint16 lanes of a to 16 int32 lanes.
+static inline simde__m512i _mm512_cvtepu16_epi32(simde__m256i a) {
+    uint16_t words[16];
+    int32_t out[16];
+    simde_mm256_storeu_si256(words, a);
+    for (int i = 0; i < 16; ++i) out[i] = (int32_t)words[i];
+    return simde_mm512_loadu_si512(out);
+}
+#endif
+
 #ifndef __mmask8
 typedef simde__mmask8 __mmask8;
 #endif
