@@ -208,16 +208,49 @@ def run_baselines(ds, args, results):
 # hook for the C++ side (TernaryEncoder / IndexBinaryHash, written by another helper)
 
 def encoder_and_scan_rows(student, ds, args) -> list[dict]:
-    """HOOK (to be filled in once drqindex.encoder.TernaryEncoder and the Hamming index exist):
-    return rows like {"what": "TernaryEncoder.encode", "threads": T, "images_per_s": ...} and
-    {"what": "Hamming scan", "bits": L, "qps": ...} measured on `student.export()` (the C++
-    ternary encoder) and a Hamming index over its database codes.  The rows are written to the
-    report as given.  Returns [] while the C++ code is not available."""
-    try:
-        from drqindex.encoder import TernaryEncoder  # noqa: F401
-    except ImportError:
-        return []
-    return []
+    """The exported C++ encoder and the Hamming scan, measured on the one-model ternary student:
+    - agreement of the C++ TernaryEncoder's codes with the torch student's (the C++ kernel quantises
+      each layer's input to int8, see csrc/drq/ternary.h) and the mAP of the C++ codes;
+    - encoder images/s: TernaryEncoder.embed (C++) vs the float torch MLP of the same shapes
+      (bench_hamming.measure_encoder), batch 10000 and 1, 1 and `args.threads` threads;
+    - Hamming search (k=100, all queries, the database of this run) vs faiss IndexBinaryFlat at
+      every length, 1 and `args.threads` threads (bench_hamming.measure_hamming)."""
+    import numpy as np
+
+    from bench_hamming import measure_encoder, measure_hamming
+
+    rows: list[dict] = []
+    enc = student.export()
+    images_db = ds.xb.astype(np.uint8)
+    images_q = ds.xq.astype(np.uint8)
+    log("C++ ternary encoder: codes vs torch, mAP of its codes")
+    codes_db, codes_q = enc.encode(images_db), enc.encode(images_q)
+    torch_db = student.encode(ds.xb)
+    agree = float((np.unpackbits(codes_db, axis=1) == np.unpackbits(torch_db, axis=1)).mean())
+    for L in args.lengths:
+        r = _evaluate_codes("ternary student + KD, exported C++ encoder", codes_q, codes_db, ds.yq, ds.yb, L, {})
+        rows.append({"what": "C++ encoder codes", "bits": L, "mAP": r["mAP"], f"P@{P_AT}": r[f"P@{P_AT}"],
+                     "bit agreement with torch": agree})
+    threads = sorted({1, args.threads})
+    spec = student.export_spec()
+    # Batch 10000 needs 10000 images (the --quick database is smaller): repeat the database.
+    images_enc = np.resize(images_db, (max(10000, images_db.shape[0]), images_db.shape[1]))
+    for t in threads:
+        log(f"encoder throughput, {t} thread(s)")
+        for r in measure_encoder(spec, images_enc, t, batch_sizes=(10000, 1), repeats=3):
+            rows.append({"what": "encoder images/s (C++ ternary vs torch float)", "threads": t, "batch": r["batch"],
+                         "ours": r["drq_embed_images_per_s"], "baseline": r["torch_images_per_s"],
+                         "ratio": r["speedup_embed"], "simd": r["simd_level"]})
+    for t in threads:
+        for L in args.lengths:
+            if L % 8:
+                continue
+            log(f"Hamming scan {L} bits, {t} thread(s)")
+            r = measure_hamming(codes_db, codes_q, L, 100, t, repeats=3)
+            rows.append({"what": "Hamming k=100 codes/s (ours vs faiss IndexBinaryFlat)", "threads": t, "bits": L,
+                         "ours": r["drq_codes_per_s"], "baseline": r["faiss_codes_per_s"], "ratio": r["speedup"],
+                         "same distances": r["distances_equal"], "simd": r["simd_level"]})
+    return rows
 
 
 # ==============================================================================================
@@ -260,11 +293,17 @@ def _report(args, results, meta, extra_rows) -> str:
                    "per scalar). Student settings: " + str(meta["student_spec"]) + ".")
         out.append("")
     if extra_rows:
-        out.append("## Encoder throughput and Hamming scan")
+        out.append("## Exported C++ encoder, encoder throughput and Hamming scan")
         out.append("")
-        keys = sorted({k for r in extra_rows for k in r})
-        out.append(markdown_table(keys, [[r.get(k) for k in keys] for r in extra_rows]))
-        out.append("")
+        groups: dict[str, list[dict]] = {}
+        for r in extra_rows:
+            groups.setdefault(r["what"], []).append(r)
+        for what, group in groups.items():
+            keys = [k for k in group[0] if k != "what"]
+            out.append(f"**{what}**")
+            out.append("")
+            out.append(markdown_table(keys, [[r.get(k) for k in keys] for r in group]))
+            out.append("")
     out.append("Reproduce: `python benchmarks/bench_hashing.py " + " ".join(meta["argv"]) + "`")
     return "\n".join(out) + "\n"
 
