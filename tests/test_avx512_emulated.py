@@ -1,4 +1,4 @@
-"""Runs the AVX-512 ADC kernel on CPUs without AVX-512.
+"""Runs the AVX-512 ADC and fast-scan kernels on CPUs without AVX-512.
 
 csrc/drq/adc_avx512.cpp is compiled against SIMDe (portable implementations of the x86
 intrinsics; Debian package libsimde-dev) through tests/cpp/simde_shim/immintrin.h and checked bit
@@ -23,23 +23,31 @@ def _simde_available(compiler):
     return probe.returncode == 0
 
 
+# (driver in tests/cpp, kernel file, its scalar reference): each pair is compared bit for bit.
+_KERNELS = [
+    ("adc_avx512_emulated.cpp", "adc_avx512.cpp", "adc_ref.cpp"),
+    ("fastscan_avx512_emulated.cpp", "fastscan_avx512.cpp", "fastscan_ref.cpp"),
+]
+
+
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                     reason="the AVX-512 kernel is only built for x86-64")
-def test_avx512_kernel_matches_reference_under_emulation(tmp_path):
+@pytest.mark.parametrize("driver,kernel,reference", _KERNELS)
+def test_avx512_kernel_matches_reference_under_emulation(tmp_path, driver, kernel, reference):
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
     if compiler is None:
         pytest.skip("no C++ compiler")
     if not _simde_available(compiler):
         pytest.skip("SIMDe headers not installed (apt-get install libsimde-dev)")
-    exe = tmp_path / "adc_avx512_emulated"
+    exe = tmp_path / Path(driver).stem
     cmd = [
         compiler, "-std=c++17", "-O1", "-ffp-contract=off", "-Wno-psabi",
         # The shim must come first so the kernel's <immintrin.h> resolves to it.
         f"-I{ROOT / 'tests' / 'cpp' / 'simde_shim'}", f"-I{ROOT / 'csrc'}",
         "-DDRQ_HAVE_X86_SIMD=1",
-        str(ROOT / "tests" / "cpp" / "adc_avx512_emulated.cpp"),
-        str(ROOT / "csrc" / "drq" / "adc_avx512.cpp"),
-        str(ROOT / "csrc" / "drq" / "adc_ref.cpp"),
+        str(ROOT / "tests" / "cpp" / driver),
+        str(ROOT / "csrc" / "drq" / kernel),
+        str(ROOT / "csrc" / "drq" / reference),
         "-o", str(exe),
     ]
     build = subprocess.run(cmd, capture_output=True, text=True)
