@@ -1,4 +1,4 @@
-"""Runs the AVX-512 kernels (ADC scan; ternary encoder and Hamming filter) on CPUs without AVX-512.
+"""Runs the AVX-512 kernels (ADC scan; 4-bit fast scan; ternary encoder and Hamming filter) on CPUs without AVX-512.
 
 csrc/drq/adc_avx512.cpp is compiled against SIMDe (portable implementations of the x86
 intrinsics; Debian package libsimde-dev) through tests/cpp/simde_shim/immintrin.h and checked bit
@@ -60,3 +60,9 @@ def test_avx512_hash_kernels_match_reference_under_emulation(tmp_path):
     _build_and_run(tmp_path, "hash_avx512_emulated.cpp",
                    ["ternary_avx512.cpp", "hamming_avx512.cpp", "ternary_ref.cpp", "ternary_lut.cpp",
                     "hamming_ref.cpp"])
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="the AVX-512 kernels are only built for x86-64")
+def test_avx512_fastscan_kernel_matches_reference_under_emulation(tmp_path):
+    _build_and_run(tmp_path, "fastscan_avx512_emulated.cpp", ["fastscan_avx512.cpp", "fastscan_ref.cpp"])

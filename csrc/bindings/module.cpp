@@ -26,6 +26,9 @@
 #include "drq/codes.h"
 #include "drq/encode.h"
 #include "drq/hamming.h"
+#include "drq/fastscan.h"
+#include "drq/fastscan_codes.h"
+#include "drq/fastscan_search.h"
 #include "drq/ivf.h"
 #include "drq/parallel.h"
 #include "drq/search.h"
@@ -507,7 +510,243 @@ py::tuple hamming_search_impl(const py::object& codes_obj, const py::object& ids
     return py::make_tuple(distances, labels);
 }
 
+// ---------------------------------------------------------------------------------------------
+// FastScanStore (4-bit fast scan) with its lock
+
+struct PyFastScanStore {
+    PyFastScanStore(size_t M, size_t nnorm) : store(M, nnorm) {}
+    drq::FastScanStore store;
+    mutable std::shared_mutex mutex;
+};
+
+size_t resolve_fs_range(size_t ntotal, int64_t start, std::optional<int64_t> n, const char* what) {
+    if (start < 0 || static_cast<uint64_t>(start) > ntotal) {
+        throw std::out_of_range(std::string(what) + ": start=" + std::to_string(start) +
+                                " is outside [0, ntotal=" + std::to_string(ntotal) + "]");
+    }
+    const size_t available = ntotal - static_cast<size_t>(start);
+    if (!n) return available;
+    if (*n < 0 || static_cast<uint64_t>(*n) > available) {
+        throw std::out_of_range(std::string(what) + ": n=" + std::to_string(*n) +
+                                " vectors from start=" + std::to_string(start) +
+                                " do not fit in ntotal=" + std::to_string(ntotal));
+    }
+    return static_cast<size_t>(*n);
+}
+
+void bind_fastscan(py::module_& m) {
+    py::class_<PyFastScanStore>(m, "FastScanStore",
+                                "4-bit codes (two per byte) in blocks of 32 vectors, quantised "
+                                "per-prefix norm bytes and int64 ids.")
+        .def(py::init([](int64_t M, int64_t nnorm) {
+                 return std::make_unique<PyFastScanStore>(to_size(M, "M", 1), to_size(nnorm, "nnorm", 0));
+             }),
+             py::arg("M"), py::arg("nnorm"))
+        .def_property_readonly("M", [](const PyFastScanStore& s) { return s.store.M(); })
+        .def_property_readonly("nnorm", [](const PyFastScanStore& s) { return s.store.nnorm(); })
+        .def_property_readonly("ntotal",
+                               [](const PyFastScanStore& s) {
+                                   py::gil_scoped_release release;
+                                   std::shared_lock<std::shared_mutex> lock(s.mutex);
+                                   return s.store.ntotal();
+                               })
+        .def("memory_usage",
+             [](const PyFastScanStore& s) {
+                 py::gil_scoped_release release;
+                 std::shared_lock<std::shared_mutex> lock(s.mutex);
+                 return s.store.memory_usage();
+             })
+        .def(
+            "add",
+            [](PyFastScanStore& s, const py::object& codes_obj, const py::object& norms_obj,
+               const py::object& ids_obj) {
+                const auto M = static_cast<py::ssize_t>(s.store.M());
+                const auto nn = static_cast<py::ssize_t>(s.store.nnorm());
+                py::array codes = require_array<uint8_t>(codes_obj, "codes", "uint8",
+                                                         {any_dim("n"), fixed_dim(M, "M")});
+                const py::ssize_t n = codes.shape(0);
+                py::array norms = require_array<uint8_t>(norms_obj, "norm_codes", "uint8",
+                                                         {fixed_dim(n, "n"), fixed_dim(nn, "nnorm")});
+                py::array ids = require_array<int64_t>(ids_obj, "ids", "int64", {fixed_dim(n, "n")});
+                py::gil_scoped_release release;
+                std::unique_lock<std::shared_mutex> lock(s.mutex);
+                s.store.add(static_cast<size_t>(n), data_of<uint8_t>(codes), data_of<uint8_t>(norms),
+                            data_of<int64_t>(ids));
+            },
+            py::arg("codes"), py::arg("norm_codes"), py::arg("ids"),
+            "Appends codes uint8 (n, M) values 0..15, norm_codes uint8 (n, nnorm), ids int64 (n,).")
+        .def(
+            "get_codes",
+            [](const PyFastScanStore& s, int64_t start, std::optional<int64_t> n) {
+                std::vector<uint8_t> out;
+                size_t count = 0;
+                const size_t M = s.store.M();
+                {
+                    py::gil_scoped_release release;
+                    std::shared_lock<std::shared_mutex> lock(s.mutex);
+                    count = resolve_fs_range(s.store.ntotal(), start, n, "get_codes");
+                    out.resize(count * M);
+                    s.store.get_codes(static_cast<size_t>(start), count, out.data());
+                }
+                return vector_to_array(std::move(out), {static_cast<py::ssize_t>(count),
+                                                        static_cast<py::ssize_t>(M)});
+            },
+            py::arg("start") = 0, py::arg("n") = py::none(), "Unpacked codes uint8 (n, M).")
+        .def(
+            "get_norm_codes",
+            [](const PyFastScanStore& s, int64_t start, std::optional<int64_t> n) {
+                std::vector<uint8_t> out;
+                size_t count = 0;
+                const size_t nn = s.store.nnorm();
+                {
+                    py::gil_scoped_release release;
+                    std::shared_lock<std::shared_mutex> lock(s.mutex);
+                    count = resolve_fs_range(s.store.ntotal(), start, n, "get_norm_codes");
+                    out.resize(count * nn);
+                    s.store.get_norm_codes(static_cast<size_t>(start), count, out.data());
+                }
+                return vector_to_array(std::move(out), {static_cast<py::ssize_t>(count),
+                                                        static_cast<py::ssize_t>(nn)});
+            },
+            py::arg("start") = 0, py::arg("n") = py::none(), "Norm codes uint8 (n, nnorm).")
+        .def("get_ids",
+             [](const PyFastScanStore& s) {
+                 std::vector<int64_t> out;
+                 {
+                     py::gil_scoped_release release;
+                     std::shared_lock<std::shared_mutex> lock(s.mutex);
+                     out.assign(s.store.ids(), s.store.ids() + s.store.ntotal());
+                 }
+                 const auto n = static_cast<py::ssize_t>(out.size());
+                 return vector_to_array(std::move(out), {n});
+             })
+        .def("remove",
+             [](PyFastScanStore& s, const py::object& mask_obj) {
+                 return remove_by_mask(s.mutex, s.store, mask_obj);
+             },
+             py::arg("mask"))
+        .def("reset", [](PyFastScanStore& s) {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(s.mutex);
+            s.store.reset();
+        });
+
+    m.def(
+        "fastscan_search",
+        [](const PyFastScanStore& s, const py::object& tables_obj, const py::object& bias_obj,
+           double sign, int64_t iters, int64_t norm_slot, int64_t k, int64_t rerank,
+           const py::object& allowed_obj, std::optional<std::string> level_name) {
+            py::array tables = require_array<float>(tables_obj, "tables", "float32",
+                                                    {any_dim("nq"), any_dim("T"), fixed_dim(16)});
+            const py::ssize_t nq = tables.shape(0);
+            py::array bias = require_array<float>(bias_obj, "bias", "float32", {fixed_dim(nq, "nq")});
+            drq::FastScanSearchParams p;
+            p.nq = static_cast<size_t>(nq);
+            p.tables = data_of<float>(tables);
+            p.ntables = static_cast<size_t>(tables.shape(1));
+            p.iters = to_size(iters, "iters", 1);
+            p.norm_slot = static_cast<long>(norm_slot);
+            p.bias = data_of<float>(bias);
+            p.sign = sign >= 0 ? 1.0f : -1.0f;
+            p.k = to_size(k, "k", 1);
+            p.rerank = to_size(rerank, "rerank", 0);
+            py::array allowed;
+            if (!allowed_obj.is_none()) {
+                allowed = require_array<bool, uint8_t>(allowed_obj, "allowed", "bool or uint8",
+                                                       {any_dim("ntotal")});
+                p.allowed = data_of<uint8_t>(allowed);
+                p.allowed_size = static_cast<size_t>(allowed.shape(0));
+            }
+            const drq::SimdLevel level =
+                level_name ? drq::parse_simd_level(*level_name) : drq::get_simd_level();
+            if (!drq::simd_level_supported(level)) {
+                throw std::invalid_argument("SIMD level " + *level_name + " is not supported here");
+            }
+            py::array_t<float> distances({nq, static_cast<py::ssize_t>(p.k)});
+            py::array_t<int64_t> labels({nq, static_cast<py::ssize_t>(p.k)});
+            float* d_out = distances.mutable_data();
+            int64_t* l_out = labels.mutable_data();
+            const int nthreads = drq::get_num_threads();
+            run_interruptible([&](const drq::InterruptCallback& interrupt) {
+                std::shared_lock<std::shared_mutex> lock(s.mutex);
+                drq::fastscan_search(s.store, p, d_out, l_out, interrupt, nthreads,
+                                     drq::fastscan_scan_for(level), drq::fastscan_filter_for(level));
+            });
+            return py::make_tuple(distances, labels);
+        },
+        py::arg("store"), py::arg("tables"), py::arg("bias"), py::arg("sign"), py::arg("iters"),
+        py::arg("norm_slot"), py::arg("k"), py::arg("rerank") = 0, py::arg("allowed") = py::none(),
+        py::arg("level") = py::none(),
+        "fastscan_search(store, tables float32 (nq, T, 16), bias float32 (nq,), sign, iters,\n"
+        "norm_slot, k, rerank=0, allowed=None, level=None) -> (D float32 (nq, k), I int64 (nq, k)).\n"
+        "tables in kernel order (see csrc/drq/fastscan_search.h); D = sign * (bias + sum).\n"
+        "level: force a SIMD level ('scalar'|'avx2'|'avx512'; tests). GIL released, Ctrl-C honoured.");
+
+    m.def(
+        "fastscan_scan",
+        [](const std::string& level_name, const py::object& codes_obj, int64_t nbytes,
+           const py::object& extra_obj, const py::object& luts_obj) {
+            const drq::SimdLevel level = drq::parse_simd_level(level_name);
+            if (!drq::simd_level_supported(level)) {
+                throw std::invalid_argument("SIMD level " + level_name + " is not supported here");
+            }
+            py::array codes = require_array<uint8_t>(codes_obj, "codes", "uint8",
+                                                     {any_dim("nblocks"), any_dim("block_stride")});
+            const size_t nblocks = static_cast<size_t>(codes.shape(0));
+            const size_t stride = static_cast<size_t>(codes.shape(1));
+            const size_t nb = to_size(nbytes, "nbytes", 0);
+            if (nb * 32 > stride) throw std::invalid_argument("nbytes * 32 exceeds the block stride");
+            py::array extra;
+            const uint8_t* extra_ptr = nullptr;
+            size_t extra_stride = 0;
+            if (!extra_obj.is_none()) {
+                extra = require_array<uint8_t>(extra_obj, "extra", "uint8",
+                                               {fixed_dim(codes.shape(0), "nblocks"), fixed_dim(32)});
+                extra_ptr = data_of<uint8_t>(extra);
+                extra_stride = 32;
+            }
+            const py::ssize_t ntables = static_cast<py::ssize_t>(2 * nb + (extra_ptr ? 2 : 0));
+            py::array luts = require_array<uint8_t>(luts_obj, "luts", "uint8",
+                                                    {any_dim("nq"), fixed_dim(ntables, "ntables"), fixed_dim(16)});
+            const size_t nq = static_cast<size_t>(luts.shape(0));
+            if (nq < 1 || nq > drq::kFastScanMaxQueries) {
+                throw std::invalid_argument("luts: 1.." + std::to_string(drq::kFastScanMaxQueries) +
+                                            " queries per kernel call, got " + std::to_string(nq));
+            }
+            py::array_t<uint16_t> acc({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(nblocks * 32)});
+            uint16_t* acc_out = acc.mutable_data();
+            py::gil_scoped_release release;
+            drq::fastscan_scan_for(level)(data_of<uint8_t>(codes), nblocks, stride, nb, extra_ptr,
+                                          extra_stride, data_of<uint8_t>(luts),
+                                          static_cast<size_t>(ntables) * 16, nq, acc_out, nblocks * 32);
+            return acc;
+        },
+        py::arg("level"), py::arg("codes"), py::arg("nbytes"), py::arg("extra"), py::arg("luts"),
+        "One fast-scan kernel call (tests): codes uint8 (nblocks, block_stride) blocked as in\n"
+        "fastscan_codes.h, extra None or uint8 (nblocks, 32), luts uint8 (nq, 2 nbytes [+2], 16)\n"
+        "with 1 <= nq <= 4 queries -> acc uint16 (nq, nblocks * 32).");
+    m.def(
+        "fastscan_filter",
+        [](const std::string& level_name, const py::object& acc_obj, int64_t threshold) {
+            const drq::SimdLevel level = drq::parse_simd_level(level_name);
+            if (!drq::simd_level_supported(level)) {
+                throw std::invalid_argument("SIMD level " + level_name + " is not supported here");
+            }
+            py::array acc = require_array<uint16_t>(acc_obj, "acc", "uint16", {any_dim("nblocks"), fixed_dim(32)});
+            if (threshold < 0 || threshold > 65535) throw std::invalid_argument("threshold must be in 0..65535");
+            py::array_t<uint32_t> masks({acc.shape(0)});
+            uint32_t* out = masks.mutable_data();
+            py::gil_scoped_release release;
+            drq::fastscan_filter_for(level)(data_of<uint16_t>(acc), static_cast<size_t>(acc.shape(0)),
+                                            static_cast<uint16_t>(threshold), out);
+            return masks;
+        },
+        py::arg("level"), py::arg("acc"), py::arg("threshold"),
+        "Candidate masks (tests): acc uint16 (nblocks, 32) -> uint32 (nblocks,), bit i = acc[b, i] <= threshold.");
+}
+
 }  // namespace
+
 
 PYBIND11_MODULE(_core, m) {
     m.doc() =
@@ -923,4 +1162,5 @@ PYBIND11_MODULE(_core, m) {
            int64_t k) { return hamming_search_impl(codes, ids, queries, nbits, k, true); },
         py::arg("codes"), py::arg("ids"), py::arg("queries"), py::arg("nbits"), py::arg("k"),
         "Same as hamming_search by a single-threaded scalar loop with a full sort (tests).");
+    bind_fastscan(m);
 }

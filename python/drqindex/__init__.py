@@ -5,6 +5,7 @@ many of those bytes to use. `import drqindex` never imports torch: only training
 """
 from ._core import get_num_threads, set_num_threads, set_simd_level, simd_level, supported_simd_levels
 from .index_drq import IndexDRQ
+from .index_drq_fastscan import IndexDRQFastScan
 from .metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from .params import SearchParametersDRQ
 from .quantizer import DRQQuantizer
@@ -23,7 +24,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "IndexDRQ", "DRQQuantizer", "SearchParametersDRQ", "METRIC_L2", "METRIC_INNER_PRODUCT",
+    "IndexDRQ", "IndexDRQFastScan", "DRQQuantizer", "SearchParametersDRQ", "METRIC_L2", "METRIC_INNER_PRODUCT",
     "simd_level", "supported_simd_levels", "set_simd_level", "get_num_threads", "set_num_threads",
 ]
 

@@ -2,6 +2,7 @@
 
     index_factory(d, "DRQ16")                   IndexDRQ(d, iters=16), untrained
     index_factory(d, "DRQ8x8", METRIC_INNER_PRODUCT)
+    index_factory(d, "DRQ32x4fs")               IndexDRQFastScan(d, iters=32): 4-bit codes, SIMD fast scan
     index_factory(d, "DRQ16,Refine(Flat)")      IndexRefineFlat(IndexDRQ(d, 16)): exact re-ranking
     index_factory(d, "IVF1024,DRQ16")           IndexIVFDRQ(faiss.IndexFlatL2(d), d, 1024, iters=16)
     index_factory(d, "IVF1024_HNSW32,DRQ16")    the same with a faiss.IndexHNSWFlat(d, 32) coarse quantizer
@@ -11,6 +12,8 @@ A description is a comma-separated list of components, parsed in three slots lik
     coarse:      IVF<nlist> or IVF<nlist>_HNSW<M>  IndexIVFDRQ; coarse quantizer IndexFlatL2/IndexFlatIP
                                                by metric, or IndexHNSWFlat(d, M) (faiss)
     encoding:    DRQ<M> or DRQ<M>x8            M = 1..1024 iterations of one byte (K = 256)
+                 DRQ<M>x4fs                    IndexDRQFastScan: M = 1..254 iterations of 4 bits
+                                               (K = 16, per-iteration codebooks), fast scan; alone
     refinement:  Refine(Flat) or RFlat         IndexRefineFlat: raw vectors kept, exact re-ranking
 Each slot is parsed into a small spec first and the index is built from the specs, so adding the
 IVF and Refine builders later only fills in _build, the grammar stays as it is.
@@ -23,9 +26,9 @@ from dataclasses import dataclass
 from . import _validate
 from .metrics import METRIC_L2
 
-ACCEPTED_FORMS = ("DRQ<M>", "DRQ<M>x8", "IVF<nlist>,DRQ<M>", "IVF<nlist>_HNSW<m>,DRQ<M>", "DRQ<M>,Refine(Flat)", "DRQ<M>,RFlat")
+ACCEPTED_FORMS = ("DRQ<M>", "DRQ<M>x8", "DRQ<M>x4fs", "IVF<nlist>,DRQ<M>", "IVF<nlist>_HNSW<m>,DRQ<M>", "DRQ<M>,Refine(Flat)", "DRQ<M>,RFlat")
 
-_ENCODING = re.compile(r"DRQ(\d+)(?:x(\d+))?")
+_ENCODING = re.compile(r"DRQ(\d+)(?:x(\d+)(fs)?)?")
 _IVF = re.compile(r"IVF(\d+)(?:_HNSW(\d+))?")
 _REFINE = re.compile(r"Refine\((\w+)\)|R(Flat)")
 
@@ -36,6 +39,7 @@ class _Spec:
     nlist: int | None = None  # IVF<nlist>
     hnsw: int | None = None  # IVF<nlist>_HNSW<m>: HNSW coarse quantizer with m links
     refine: str | None = None  # "Flat"
+    fastscan: bool = False  # DRQ<M>x4fs
 
 
 def index_factory(d: int, description: str, metric: int = METRIC_L2):
@@ -53,6 +57,7 @@ def index_factory(d: int, description: str, metric: int = METRIC_L2):
 def _parse(description: str) -> _Spec:
     parts = [p.strip() for p in description.split(",")]
     iters = nlist = refine = hnsw = None
+    fastscan = False
     for part in parts:
         if (match := _ENCODING.fullmatch(part)) is not None:
             if iters is not None or refine is not None:
@@ -61,7 +66,13 @@ def _parse(description: str) -> _Spec:
             if not 1 <= iters <= 1024:
                 raise _bad(description, f"'{part}': M must be 1..1024, got {iters}")
             nbits = match.group(2)
-            if nbits is not None and int(nbits) != 8:
+            fastscan = match.group(3) is not None
+            if fastscan:
+                if int(nbits) != 4:
+                    raise _bad(description, f"'{part}': fast-scan codes use 4 bits per iteration (K = 16), got x{nbits}")
+                if iters > 254:
+                    raise _bad(description, f"'{part}': a fast-scan index has M = 1..254, got {iters}")
+            elif nbits is not None and int(nbits) != 8:
                 raise _bad(description, f"'{part}': DRQ codes use 8 bits per iteration (K = 256), got x{nbits}")
         elif (match := _IVF.fullmatch(part)) is not None:
             if iters is not None or nlist is not None:
@@ -85,12 +96,17 @@ def _parse(description: str) -> _Spec:
         raise _bad(description, "no encoding component (DRQ<M>)")
     if nlist is not None and refine is not None:
         raise _bad(description, "a refinement of an IVF index is not supported")
-    return _Spec(iters=iters, nlist=nlist, hnsw=hnsw, refine=refine)
+    if fastscan and (nlist is not None or refine is not None):
+        raise _bad(description, "DRQ<M>x4fs is a flat index: no IVF or refinement component")
+    return _Spec(iters=iters, nlist=nlist, hnsw=hnsw, refine=refine, fastscan=fastscan)
 
 
 def _build(d: int, spec: _Spec, metric: int):
     from .index_drq import IndexDRQ
 
+    if spec.fastscan:
+        from .index_drq_fastscan import IndexDRQFastScan
+        return IndexDRQFastScan(d, spec.iters, metric)
     if spec.nlist is not None:
         import faiss
 

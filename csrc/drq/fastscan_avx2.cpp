@@ -1,0 +1,95 @@
+// AVX2 fast-scan kernel (fastscan.h). Compiled with -mavx2; runs only when the CPU has AVX2.
+//
+// Per block and code byte p: one 256-bit load brings byte p of the 32 vectors, split once into
+// low and high nibbles; then, for each of the (up to 4) queries, the nibbles index its two
+// 16-entry tables (broadcast to both 128-bit lanes) with one _mm256_shuffle_epi8 each.
+// Widening the 32 uint8 results for free: viewed as 16 uint16 lanes, lane t holds vector 2t in
+// its low byte and 2t + 1 in its high byte. One accumulator adds the lanes whole (low sums plus
+// 256 x high sums, mod 2^16), another adds the high bytes (lane >> 8); at the end
+// even = whole - (high << 8) mod 2^16 is exact because every true sum is below 2^16. The even /
+// odd interleave is undone once per block when storing.
+#include <immintrin.h>
+
+#include "fastscan.h"
+
+namespace drq {
+
+namespace {
+
+inline __m256i table_both_lanes(const uint8_t* table) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
+}
+
+inline void add_lookups(__m256i lo, __m256i hi, const uint8_t* tables, __m256i& whole, __m256i& high) {
+    const __m256i a = _mm256_shuffle_epi8(table_both_lanes(tables), lo);
+    const __m256i c = _mm256_shuffle_epi8(table_both_lanes(tables + 16), hi);
+    whole = _mm256_add_epi16(whole, _mm256_add_epi16(a, c));
+    high = _mm256_add_epi16(high, _mm256_add_epi16(_mm256_srli_epi16(a, 8), _mm256_srli_epi16(c, 8)));
+}
+
+inline void split_nibbles(const uint8_t* group, __m256i& lo, __m256i& hi) {
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group));
+    lo = _mm256_and_si256(bytes, nibble);
+    hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
+}
+
+inline void store_block(__m256i whole, __m256i high, uint16_t* out) {
+    const __m256i even = _mm256_sub_epi16(whole, _mm256_slli_epi16(high, 8));  // lane t: vector 2t
+    // unpack works per 128-bit lane: t0 = vectors 0..7 | 16..23, t1 = 8..15 | 24..31.
+    const __m256i t0 = _mm256_unpacklo_epi16(even, high);
+    const __m256i t1 = _mm256_unpackhi_epi16(even, high);
+    __m256i* dst = reinterpret_cast<__m256i*>(out);
+    _mm256_storeu_si256(dst, _mm256_permute2x128_si256(t0, t1, 0x20));
+    _mm256_storeu_si256(dst + 1, _mm256_permute2x128_si256(t0, t1, 0x31));
+}
+
+template <int NQ>
+void scan_queries(DRQ_FASTSCAN_ARGS) {
+    (void)nq;
+    for (size_t b = 0; b < nblocks; ++b) {
+        const uint8_t* block = codes + b * block_stride;
+        __m256i whole[NQ], high[NQ];
+        for (int q = 0; q < NQ; ++q) whole[q] = high[q] = _mm256_setzero_si256();
+        __m256i lo, hi;
+        for (size_t p = 0; p < nbytes; ++p) {
+            split_nibbles(block + 32 * p, lo, hi);
+            for (int q = 0; q < NQ; ++q) add_lookups(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
+        }
+        if (extra != nullptr) {
+            split_nibbles(extra + b * extra_stride, lo, hi);
+            for (int q = 0; q < NQ; ++q) {
+                add_lookups(lo, hi, luts + q * lut_stride + 32 * nbytes, whole[q], high[q]);
+            }
+        }
+        for (int q = 0; q < NQ; ++q) store_block(whole[q], high[q], acc + q * acc_stride + 32 * b);
+    }
+}
+
+}  // namespace
+
+void fastscan_scan_avx2(DRQ_FASTSCAN_ARGS) {
+    switch (nq) {
+        case 1: return scan_queries<1>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+        case 2: return scan_queries<2>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+        case 3: return scan_queries<3>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+        default: return scan_queries<4>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+    }
+}
+
+// acc <= t as min(acc, t) == acc (AVX2 has no unsigned 16-bit compare); packs works per 128-bit
+// lane, so the bytes come out as vectors 0-7, 16-23, 8-15, 24-31 and one qword permute restores
+// the order before movemask.
+void fastscan_filter_avx2(const uint16_t* acc, size_t nblocks, uint16_t threshold, uint32_t* masks) {
+    const __m256i t = _mm256_set1_epi16(static_cast<short>(threshold));
+    for (size_t b = 0; b < nblocks; ++b) {
+        const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + 32 * b));
+        const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + 32 * b + 16));
+        const __m256i le0 = _mm256_cmpeq_epi16(_mm256_min_epu16(a0, t), a0);
+        const __m256i le1 = _mm256_cmpeq_epi16(_mm256_min_epu16(a1, t), a1);
+        const __m256i bytes = _mm256_permute4x64_epi64(_mm256_packs_epi16(le0, le1), 0xD8);
+        masks[b] = static_cast<uint32_t>(_mm256_movemask_epi8(bytes));
+    }
+}
+
+}  // namespace drq

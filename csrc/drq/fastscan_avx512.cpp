@@ -1,0 +1,138 @@
+// AVX-512 (F + BW) fast-scan kernel (fastscan.h). Compiled with -mavx512f -mavx512bw; runs only
+// when the CPU has both.
+//
+// Two blocks per 512-bit register: byte p of block b goes to the low 256 bits, byte p of block
+// b + 1 to the high 256 bits (the blocks are not adjacent in memory at equal p, so two loads and
+// an insert). Both halves use the same tables, broadcast to all four 128-bit lanes, so each
+// shuffle serves 64 vectors. Up to 4 queries share each load and nibble split; accumulation as
+// in the AVX2 kernel (whole uint16 lanes mod 2^16 plus high bytes); an odd last block takes the
+// 256-bit path.
+// GCC 12's avx512fintrin.h implements unmasked intrinsics (inserti64x4, broadcast_i32x4, ...)
+// through masked builtins with an undefined pass-through operand, which -Wmaybe-uninitialized
+// reports once inlined here: a false positive in the compiler's header, silenced for this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include "fastscan.h"
+
+namespace drq {
+
+namespace {
+
+// The four 128-bit lanes all equal to the 16-byte table at `table`.
+inline __m512i table_all_lanes(const uint8_t* table) {
+    return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)));
+}
+
+inline void split_nibbles_x2(const uint8_t* group0, const uint8_t* group1, __m512i& lo, __m512i& hi) {
+    const __m512i nibble = _mm512_set1_epi32(0x0f0f0f0f);
+    const __m512i bytes = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group0))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group1)), 1);
+    lo = _mm512_and_si512(bytes, nibble);
+    hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
+}
+
+inline void add_lookups_x2(__m512i lo, __m512i hi, const uint8_t* tables, __m512i& whole, __m512i& high) {
+    const __m512i a = _mm512_shuffle_epi8(table_all_lanes(tables), lo);
+    const __m512i c = _mm512_shuffle_epi8(table_all_lanes(tables + 16), hi);
+    whole = _mm512_add_epi16(whole, _mm512_add_epi16(a, c));
+    high = _mm512_add_epi16(high, _mm512_add_epi16(_mm512_srli_epi16(a, 8), _mm512_srli_epi16(c, 8)));
+}
+
+inline void split_nibbles_x1(const uint8_t* group, __m256i& lo, __m256i& hi) {
+    const __m256i nibble = _mm256_set1_epi32(0x0f0f0f0f);
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group));
+    lo = _mm256_and_si256(bytes, nibble);
+    hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
+}
+
+inline void add_lookups_x1(__m256i lo, __m256i hi, const uint8_t* tables, __m256i& whole, __m256i& high) {
+    const __m256i ta = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tables)));
+    const __m256i tc = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tables + 16)));
+    const __m256i a = _mm256_shuffle_epi8(ta, lo);
+    const __m256i c = _mm256_shuffle_epi8(tc, hi);
+    whole = _mm256_add_epi16(whole, _mm256_add_epi16(a, c));
+    high = _mm256_add_epi16(high, _mm256_add_epi16(_mm256_srli_epi16(a, 8), _mm256_srli_epi16(c, 8)));
+}
+
+template <int NQ>
+void scan_queries(DRQ_FASTSCAN_ARGS) {
+    (void)nq;
+    // Qword indices that turn (unpacklo, unpackhi) of the even / odd lanes back into vector
+    // order: 128-bit lane L of unpacklo holds 8 consecutive vectors, as in the AVX2 kernel.
+    const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    size_t b = 0;
+    for (; b + 2 <= nblocks; b += 2) {
+        const uint8_t* block0 = codes + b * block_stride;
+        const uint8_t* block1 = block0 + block_stride;
+        __m512i whole[NQ], high[NQ];
+        for (int q = 0; q < NQ; ++q) whole[q] = high[q] = _mm512_setzero_si512();
+        __m512i lo, hi;
+        for (size_t p = 0; p < nbytes; ++p) {
+            split_nibbles_x2(block0 + 32 * p, block1 + 32 * p, lo, hi);
+            for (int q = 0; q < NQ; ++q) add_lookups_x2(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
+        }
+        if (extra != nullptr) {
+            split_nibbles_x2(extra + b * extra_stride, extra + (b + 1) * extra_stride, lo, hi);
+            for (int q = 0; q < NQ; ++q) {
+                add_lookups_x2(lo, hi, luts + q * lut_stride + 32 * nbytes, whole[q], high[q]);
+            }
+        }
+        for (int q = 0; q < NQ; ++q) {
+            const __m512i even = _mm512_sub_epi16(whole[q], _mm512_slli_epi16(high[q], 8));
+            const __m512i t0 = _mm512_unpacklo_epi16(even, high[q]);
+            const __m512i t1 = _mm512_unpackhi_epi16(even, high[q]);
+            uint16_t* out = acc + q * acc_stride + 32 * b;
+            _mm512_storeu_si512(out, _mm512_permutex2var_epi64(t0, first, t1));
+            _mm512_storeu_si512(out + 32, _mm512_permutex2var_epi64(t0, second, t1));
+        }
+    }
+    if (b < nblocks) {
+        const uint8_t* block = codes + b * block_stride;
+        __m256i whole[NQ], high[NQ];
+        for (int q = 0; q < NQ; ++q) whole[q] = high[q] = _mm256_setzero_si256();
+        __m256i lo, hi;
+        for (size_t p = 0; p < nbytes; ++p) {
+            split_nibbles_x1(block + 32 * p, lo, hi);
+            for (int q = 0; q < NQ; ++q) add_lookups_x1(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
+        }
+        if (extra != nullptr) {
+            split_nibbles_x1(extra + b * extra_stride, lo, hi);
+            for (int q = 0; q < NQ; ++q) {
+                add_lookups_x1(lo, hi, luts + q * lut_stride + 32 * nbytes, whole[q], high[q]);
+            }
+        }
+        for (int q = 0; q < NQ; ++q) {
+            const __m256i even = _mm256_sub_epi16(whole[q], _mm256_slli_epi16(high[q], 8));
+            const __m256i t0 = _mm256_unpacklo_epi16(even, high[q]);
+            const __m256i t1 = _mm256_unpackhi_epi16(even, high[q]);
+            __m256i* dst = reinterpret_cast<__m256i*>(acc + q * acc_stride + 32 * b);
+            _mm256_storeu_si256(dst, _mm256_permute2x128_si256(t0, t1, 0x20));
+            _mm256_storeu_si256(dst + 1, _mm256_permute2x128_si256(t0, t1, 0x31));
+        }
+    }
+}
+
+}  // namespace
+
+void fastscan_scan_avx512(DRQ_FASTSCAN_ARGS) {
+    switch (nq) {
+        case 1: return scan_queries<1>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+        case 2: return scan_queries<2>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+        case 3: return scan_queries<3>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+        default: return scan_queries<4>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+    }
+}
+
+void fastscan_filter_avx512(const uint16_t* acc, size_t nblocks, uint16_t threshold, uint32_t* masks) {
+    const __m512i t = _mm512_set1_epi16(static_cast<short>(threshold));
+    for (size_t b = 0; b < nblocks; ++b) {
+        masks[b] = static_cast<uint32_t>(_mm512_cmple_epu16_mask(_mm512_loadu_si512(acc + 32 * b), t));
+    }
+}
+
+}  // namespace drq

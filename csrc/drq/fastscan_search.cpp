@@ -1,0 +1,274 @@
+#include "fastscan_search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace drq {
+
+namespace {
+
+// Code bytes of a tile per query: the tile stays in L1/L2 while a query group scans it.
+constexpr size_t kTileBytes = 32 * 1024;
+constexpr size_t kMaxQueryGroup = 8;
+// Blocks whose candidate masks are computed with one threshold.
+constexpr size_t kFilterBlocks = 8;
+// Table lookups per worker below which another thread is not worth starting.
+constexpr size_t kMinLookupsPerWorker = size_t(1) << 20;
+
+}  // namespace
+
+float fastscan_quantize_tables(const float* tables, size_t ntables, uint8_t* out, float* offset) {
+    double offset_sum = 0.0;
+    float widest = 0.0f;
+    std::vector<float> mins(ntables);
+    for (size_t t = 0; t < ntables; ++t) {
+        const float* table = tables + 16 * t;
+        const float lo = *std::min_element(table, table + 16);
+        const float hi = *std::max_element(table, table + 16);
+        mins[t] = lo;
+        offset_sum += lo;
+        widest = std::max(widest, hi - lo);
+    }
+    const float scale = widest > 0.0f ? 255.0f / widest : 1.0f;
+    for (size_t t = 0; t < ntables; ++t) {
+        for (size_t c = 0; c < 16; ++c) {
+            const float v = std::nearbyint((tables[16 * t + c] - mins[t]) * scale);
+            out[16 * t + c] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
+        }
+    }
+    *offset = static_cast<float>(offset_sum);
+    return scale;
+}
+
+namespace {
+
+// Best `capacity` candidates of one query by key = (uint16 sum << 32) | storage position: smaller
+// sum first, ties by position. A reservoir of 2 capacity keys instead of a heap: appending is
+// O(1), and when it is full one nth_element keeps the best half and tightens the threshold
+// (as faiss's ReservoirTopN; a binary heap cost more than the scan at k = 100).
+// The result is exactly the best `capacity` keys among all offered, whatever the order of offers
+// and the staleness of thresholds used to filter them: a key is only dropped when `capacity`
+// smaller keys were seen.
+class Reservoir {
+public:
+    void reset(size_t capacity) {
+        capacity_ = capacity;
+        keys_.clear();
+        keys_.reserve(2 * capacity);
+        threshold_ = ~uint64_t(0);
+    }
+    // Keys >= threshold() cannot be among the best.
+    uint64_t threshold() const { return threshold_; }
+    void offer(uint64_t key) {
+        if (key >= threshold_) return;
+        keys_.push_back(key);
+        if (keys_.size() == 2 * capacity_) shrink();
+    }
+    // Sorts the kept keys, best first; returns them (at most capacity).
+    const std::vector<uint64_t>& finish() {
+        if (keys_.size() > capacity_) shrink();
+        std::sort(keys_.begin(), keys_.end());
+        return keys_;
+    }
+
+private:
+    void shrink() {
+        std::nth_element(keys_.begin(), keys_.begin() + (capacity_ - 1), keys_.end());
+        threshold_ = keys_[capacity_ - 1];
+        keys_.resize(capacity_);
+    }
+    size_t capacity_ = 0;
+    uint64_t threshold_ = ~uint64_t(0);
+    std::vector<uint64_t> keys_;
+};
+
+constexpr uint64_t sum_of(uint64_t key) { return key >> 32; }
+constexpr size_t position_of(uint64_t key) { return static_cast<size_t>(key & 0xffffffffu); }
+
+// Offers the vectors of one scanned tile to `best`. acc: nblocks * 32 sums of the tile, whose
+// first vector has storage position pos0 and of which the first `count` are real (the rest is
+// padding); allowed: nullptr or the whole store's filter; masks: kFilterBlocks scratch words.
+// Candidate masks are computed per kFilterBlocks blocks with the threshold of the moment.
+// Positions grow during the scan, so a sum equal to the threshold's can never enter: the mask
+// asks for sums strictly below it.
+void collect_candidates(const uint16_t* acc, size_t nblocks, size_t count, size_t pos0,
+                        const uint8_t* allowed, FastScanFilterFn filter, uint32_t* masks,
+                        Reservoir& best) {
+    for (size_t c0 = 0; c0 < nblocks; c0 += kFilterBlocks) {
+        const size_t c1 = std::min(nblocks, c0 + kFilterBlocks);
+        const uint64_t limit = sum_of(best.threshold());
+        if (limit == 0) return;  // the best keys all have sum 0
+        const uint16_t t16 = static_cast<uint16_t>(std::min<uint64_t>(limit - 1, 65535));
+        filter(acc + c0 * kFastScanBlock, c1 - c0, t16, masks);
+        for (size_t b = c0; b < c1; ++b) {
+            uint32_t mask = masks[b - c0];
+            while (mask != 0) {
+                const size_t i = b * kFastScanBlock + static_cast<size_t>(__builtin_ctz(mask));
+                mask &= mask - 1;
+                if (i >= count) break;  // padding slots of the last block
+                if (allowed != nullptr && allowed[pos0 + i] == 0) continue;
+                best.offer((uint64_t(acc[i]) << 32) | uint64_t(pos0 + i));
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, float* distances,
+                     int64_t* labels, const InterruptCallback& interrupt, int nthreads,
+                     FastScanFn kernel, FastScanFilterFn filter) {
+    const size_t ntotal = store.ntotal();
+    if (ntotal >= (size_t(1) << 32)) {
+        throw std::invalid_argument("fastscan_search: at most 2^32 - 1 vectors per store");
+    }
+    if (p.iters < 1 || p.iters > store.M()) {
+        throw std::invalid_argument("iters must be in 1.." + std::to_string(store.M()) + ", got " +
+                                    std::to_string(p.iters));
+    }
+    const size_t nbytes = (p.iters + 1) / 2;
+    const bool with_norm = p.norm_slot >= 0;
+    if (with_norm && static_cast<size_t>(p.norm_slot) >= store.nnorm()) {
+        throw std::invalid_argument("norm_slot " + std::to_string(p.norm_slot) + " is outside 0.." +
+                                    std::to_string(store.nnorm()) + " (stored norm slots)");
+    }
+    if (p.ntables != 2 * nbytes + (with_norm ? 2 : 0)) {
+        throw std::invalid_argument("tables: expected " + std::to_string(2 * nbytes + (with_norm ? 2 : 0)) +
+                                    " tables for iters=" + std::to_string(p.iters) + ", got " +
+                                    std::to_string(p.ntables));
+    }
+    if (p.k < 1 || p.k > ntotal) {
+        throw std::invalid_argument("k must be in 1..ntotal=" + std::to_string(ntotal) + ", got " +
+                                    std::to_string(p.k));
+    }
+    if (p.allowed != nullptr && p.allowed_size != ntotal) {
+        throw std::invalid_argument("allowed: expected " + std::to_string(ntotal) + " entries, got " +
+                                    std::to_string(p.allowed_size));
+    }
+    const size_t nblocks = store.nblocks();
+    const size_t capacity = std::min(ntotal, std::max(p.k, p.rerank));
+    const size_t scanned = nbytes + (with_norm ? 1 : 0);
+    const size_t tile_blocks = std::clamp<size_t>(kTileBytes / (scanned * kFastScanBlock), 8, 512);
+    const size_t lookups = p.nq * ntotal * scanned;
+    const size_t nworkers = std::min<size_t>(static_cast<size_t>(std::max(1, nthreads)),
+                                             std::max<size_t>(1, lookups / kMinLookupsPerWorker));
+    const size_t group = std::clamp<size_t>(p.nq / std::max<size_t>(1, nworkers), 1, kMaxQueryGroup);
+    const size_t ngroups = (p.nq + group - 1) / group;
+    const int64_t* ids = store.ids();
+    const size_t lut_bytes = p.ntables * 16;
+    const float pad = p.sign > 0 ? std::numeric_limits<float>::infinity()
+                                 : -std::numeric_limits<float>::infinity();
+
+    struct Scratch {
+        std::vector<uint16_t> acc;
+        std::vector<uint32_t> masks;
+        std::vector<uint8_t> luts;
+        std::vector<float> scale, offset;
+        std::vector<Reservoir> best;
+        std::vector<std::pair<float, uint64_t>> reranked;  // (exact sum, key)
+    };
+    std::vector<Scratch> scratch(std::min(nworkers, ngroups));
+    for (auto& s : scratch) {
+        s.acc.resize(kFastScanMaxQueries * tile_blocks * kFastScanBlock);
+        s.masks.resize(kFilterBlocks);
+        s.luts.resize(group * lut_bytes);
+        s.scale.resize(group);
+        s.offset.resize(group);
+        s.best.resize(group);
+    }
+
+    Interrupter interrupter(interrupt);
+    parallel_for(ngroups, static_cast<int>(scratch.size()), interrupter, [&](size_t item, int worker) {
+        Scratch& s = scratch[static_cast<size_t>(worker)];
+        const size_t q0 = item * group, q1 = std::min(p.nq, q0 + group);
+        for (size_t q = q0; q < q1; ++q) {
+            s.scale[q - q0] = fastscan_quantize_tables(p.tables + q * lut_bytes, p.ntables,
+                                                       s.luts.data() + (q - q0) * lut_bytes,
+                                                       &s.offset[q - q0]);
+            s.best[q - q0].reset(capacity);
+        }
+        for (size_t tb = 0; tb < nblocks; tb += tile_blocks) {
+            if (interrupter.should_stop(worker)) return;
+            const size_t te = std::min(nblocks, tb + tile_blocks);
+            const size_t pos0 = tb * kFastScanBlock;
+            const size_t count = std::min(te * kFastScanBlock, ntotal) - pos0;
+            const uint8_t* extra = with_norm ? store.block_norms(tb, static_cast<size_t>(p.norm_slot)) : nullptr;
+            // Up to kFastScanMaxQueries queries per kernel call share the code loads.
+            for (size_t qk = q0; qk < q1; qk += kFastScanMaxQueries) {
+                const size_t nk = std::min(kFastScanMaxQueries, q1 - qk);
+                kernel(store.block_codes(tb), te - tb, store.code_stride(), nbytes, extra,
+                       store.norm_stride(), s.luts.data() + (qk - q0) * lut_bytes, lut_bytes, nk,
+                       s.acc.data(), tile_blocks * kFastScanBlock);
+                for (size_t q = qk; q < qk + nk; ++q) {
+                    collect_candidates(s.acc.data() + (q - qk) * tile_blocks * kFastScanBlock,
+                                       te - tb, count, pos0, p.allowed, filter, s.masks.data(),
+                                       s.best[q - q0]);
+                }
+            }
+        }
+        for (size_t q = q0; q < q1; ++q) {
+            const std::vector<uint64_t>& keys = s.best[q - q0].finish();
+            float* dq = distances + q * p.k;
+            int64_t* lq = labels + q * p.k;
+            if (p.rerank == 0) {
+                const float inv = 1.0f / s.scale[q - q0];
+                for (size_t r = 0; r < p.k; ++r) {
+                    const bool found = r < keys.size();
+                    dq[r] = found ? p.sign * (p.bias[q] + s.offset[q - q0] +
+                                              static_cast<float>(sum_of(keys[r])) * inv)
+                                  : pad;
+                    lq[r] = found ? ids[position_of(keys[r])] : -1;
+                }
+                continue;
+            }
+            // Re-rank: exact float sums of the kept candidates (ties by position), visited in
+            // storage order (keys sorted by position) so neighbouring candidates share cache lines.
+            const float* tq = p.tables + q * lut_bytes;
+            s.reranked.clear();
+            for (uint64_t key : keys) s.reranked.emplace_back(0.0f, key & 0xffffffffu);
+            std::sort(s.reranked.begin(), s.reranked.end(),
+                      [](const auto& a, const auto& b) { return a.second < b.second; });
+            // The candidates' code bytes are scattered (one cache line per 2 code bytes of a
+            // candidate): request them all first so the misses overlap.
+            for (const auto& candidate : s.reranked) {
+                const size_t pos = position_of(candidate.second);
+                const uint8_t* block = store.block_codes(pos / kFastScanBlock) + pos % kFastScanBlock;
+                for (size_t byte = 0; byte < nbytes; byte += 2) __builtin_prefetch(block + byte * kFastScanBlock);
+                if (with_norm) {
+                    __builtin_prefetch(store.block_norms(pos / kFastScanBlock, static_cast<size_t>(p.norm_slot)) +
+                                       pos % kFastScanBlock);
+                }
+            }
+            for (auto& candidate : s.reranked) {
+                const size_t pos = position_of(candidate.second);
+                const uint8_t* block = store.block_codes(pos / kFastScanBlock) + pos % kFastScanBlock;
+                float sum = 0.0f;
+                // Same order of additions as 2 nbytes tables: iteration by iteration (the padding
+                // table of an odd m is all zeros and adds nothing).
+                for (size_t byte = 0; byte < nbytes; ++byte) {
+                    const uint8_t code = block[byte * kFastScanBlock];
+                    sum += tq[32 * byte + (code & 15)];
+                    sum += tq[32 * byte + 16 + (code >> 4)];
+                }
+                if (with_norm) {
+                    const uint8_t nb = store.block_norms(pos / kFastScanBlock, static_cast<size_t>(p.norm_slot))[pos % kFastScanBlock];
+                    sum += tq[16 * (2 * nbytes) + (nb & 15)] + tq[16 * (2 * nbytes + 1) + (nb >> 4)];
+                }
+                candidate.first = sum;
+            }
+            std::sort(s.reranked.begin(), s.reranked.end());
+            for (size_t r = 0; r < p.k; ++r) {
+                const bool found = r < s.reranked.size();
+                dq[r] = found ? p.sign * (p.bias[q] + s.reranked[r].first) : pad;
+                lq[r] = found ? ids[position_of(s.reranked[r].second)] : -1;
+            }
+        }
+    });
+}
+
+}  // namespace drq

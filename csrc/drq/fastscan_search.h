@@ -1,0 +1,57 @@
+// k-NN search over a FastScanStore: per-query uint8 tables, the fast-scan kernel, a reservoir of
+// the best uint16 sums, and optional re-ranking of those candidates with the exact float tables.
+//
+// Metric-agnostic: the caller gives float tables whose sum is to be MINIMISED and a per-query
+// bias and sign; the reported distance of a vector is sign * (bias + sum of its table entries).
+//   L2:             tables -2 <q, C_j[k]> and the norm level tables, bias ||q||^2, sign +1
+//   inner product:  tables -<q, C_j[k]>, bias 0, sign -1 (reported descending)
+//
+// Table quantisation (per query): every table t is shifted by its minimum and all tables share
+// one scale a = 255 / (largest table range), Q_t[k] = round((T_t[k] - min_t) a) in 0..255, so
+//     sum of float entries ~= sum_t min_t + (uint16 sum) / a.
+// Without re-ranking the reported distance is that estimate. With rerank = R > 0 the scan keeps
+// max(k, R) candidates by the uint16 sum and their exact float sums pick the k reported (the
+// stored norm stays the 8-bit quantised one; its level tables are exact floats). R = k only
+// re-sorts the k kept candidates: cheap (their code bytes are prefetched) and it fixes most of the
+// rounding noise of the uint8 tables.
+// Ties: equal uint16 sums (or equal re-ranked sums) rank by storage position, so results are
+// the same for every SIMD level and thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fastscan.h"
+#include "fastscan_codes.h"
+#include "parallel.h"
+
+namespace drq {
+
+struct FastScanSearchParams {
+    size_t nq = 0;
+    // nq * ntables * 16 floats, in kernel order: for each code byte p < ceil(m / 2) the table of
+    // iteration 2p then that of 2p + 1 (zeros past m), then, if norm_slot >= 0, the two norm
+    // tables (low nibble, high nibble). ntables = 2 ceil(m / 2) + (norm_slot >= 0 ? 2 : 0).
+    const float* tables = nullptr;
+    size_t ntables = 0;
+    size_t iters = 0;        // m, 1..M
+    long norm_slot = -1;     // norm byte slot scanned with the codes, or -1
+    const float* bias = nullptr;  // nq
+    float sign = 1.0f;
+    size_t k = 0;            // results per query, 1 <= k <= ntotal
+    size_t rerank = 0;       // 0: report the quantised estimate; R > 0: re-rank max(k, R)
+    const uint8_t* allowed = nullptr;  // nullptr or ntotal bytes: 0 excludes a vector
+    size_t allowed_size = 0;
+};
+
+// distances, labels: nq * k (reported best first; -1 / +-inf padding if fewer candidates).
+// Throws std::invalid_argument on inconsistent parameters, drq::Interrupted when interrupted.
+void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, float* distances,
+                     int64_t* labels, const InterruptCallback& interrupt, int nthreads,
+                     FastScanFn kernel, FastScanFilterFn filter);
+
+// Quantises one query's tables (ntables * 16 floats) to uint8 (ntables * 16); returns the scale
+// a and writes sum_t min_t to *offset. Exposed for tests.
+float fastscan_quantize_tables(const float* tables, size_t ntables, uint8_t* out, float* offset);
+
+}  // namespace drq

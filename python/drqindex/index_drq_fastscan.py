@@ -1,0 +1,303 @@
+"""IndexDRQFastScan: sequential 4-bit codes scanned with SIMD byte shuffles (faiss "fast scan" style).
+
+Model: M iterations of K = 16 codewords, one (16, d) codebook PER iteration (residual style, trained
+by drqindex.train.rq4: greedy, then least squares over all prefixes). A single shared 16-entry
+codebook with per-iteration scales (the 8-bit DRQ design) was measured far weaker here; see
+train/rq4.py. Codes are produced greedily, so the first m codes of a vector are its m-iteration
+code: encode once with M, search with any m <= M.
+
+Storage per vector: ceil(M / 2) code bytes (two 4-bit codes per byte) plus, for L2, one byte per
+stored prefix: ||xhat_m||^2 quantised to 8 bits (uniform levels between the min and max seen at
+training time). The norm byte of prefix m is scanned as a third code byte pair of tables (levels
+and 16 x levels), in the same shuffle loop. Bytes SCANNED per vector by a search at m iterations:
+ceil(m / 2) (+1 for L2). Inner product needs no norm byte.
+
+Search path: per query, float tables (q . C_j, and the norm level tables; numpy / BLAS) ->
+quantised to uint8 with one shared scale (core) -> uint16 sums by the kernel (scalar / AVX2 /
+AVX-512 BW, chosen at run time, up to 4 queries per code load) -> the best max(k, rerank) by
+uint16 sum (ties: storage order) -> with rerank > 0 those candidates are re-ranked by their exact
+float-table sums (same codes, same 8-bit norm) -> distances sign * (bias + sum).
+
+Quantisation caveat (measured on Fashion-MNIST): all tables share one uint8 scale, set by the
+widest table, which for L2 is the norm table (the norms span ~3e7) and then the first iteration's;
+late iterations get only a few levels, so without re-ranking recall stops improving beyond ~16
+code bytes. rerank = k (re-sorting the k kept candidates exactly) costs little and recovers most
+of it; a larger rerank recovers more at a higher cost (cache misses on the candidates' codes).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core, _validate
+from ._locks import ReadWriteLock
+from .metrics import METRIC_INNER_PRODUCT, METRIC_L2
+from .params import SearchParametersDRQ
+
+_FLT_MAX = np.finfo(np.float32).max
+_QUERY_CHUNK = 1024
+_MAX_ITERS = 254  # csrc/drq/fastscan_codes.h kFastScanMaxIters (uint16 sums cannot overflow)
+
+
+class IndexDRQFastScan:
+    """Flat index over 4-bit sequential codes with SIMD fast scan.
+
+    d: dimension; iters: M, the number of 4-bit iterations (M / 2 code bytes per vector);
+    metric: METRIC_L2 or METRIC_INNER_PRODUCT; norm_prefixes (L2 only): prefix lengths whose
+    quantised norm is stored (1 byte each per vector) and which can therefore be searched; None =
+    every even m and M (any whole number of bytes); rerank: default number of candidates re-ranked
+    with exact float tables (0 = report the quantised estimate, as faiss's fast-scan indexes do);
+    train_config: a drqindex.train.RQ4TrainConfig or a dict of its fields (iters taken from here).
+    """
+
+    def __init__(self, d: int, iters: int = 16, metric: int = METRIC_L2, *, norm_prefixes=None,
+                 rerank: int = 0, train_config=None, verbose: bool = False):
+        self.d = _validate.positive_int(d, "d")
+        self.iters = _validate.positive_int(iters, "iters", upper=_MAX_ITERS)
+        self.metric_type = _validate.metric_value(metric)
+        self.rerank = _rerank_value(rerank)
+        if self.metric_type == METRIC_INNER_PRODUCT:
+            prefixes = []
+        elif norm_prefixes is None:
+            prefixes = sorted(set(range(2, self.iters + 1, 2)) | {self.iters})
+        else:
+            prefixes = sorted({_validate.positive_int(m, "norm_prefixes", upper=self.iters) for m in norm_prefixes})
+            if not prefixes:
+                raise ValueError("norm_prefixes: an L2 index needs at least one searchable prefix length")
+        self.norm_prefixes = tuple(prefixes)
+        self.train_config = train_config
+        self.verbose = bool(verbose)
+        self.train_info: dict | None = None
+        self.codebooks: np.ndarray | None = None      # float32 (M, 16, d)
+        self.norm_min: np.ndarray | None = None       # float32 (len(norm_prefixes),)
+        self.norm_step: np.ndarray | None = None      # float32 (len(norm_prefixes),)
+        self._store = _core.FastScanStore(self.iters, len(self.norm_prefixes))
+        self._lock = ReadWriteLock()
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def is_trained(self) -> bool:
+        return self.codebooks is not None
+
+    @property
+    def ntotal(self) -> int:
+        return self._store.ntotal
+
+    @property
+    def code_size(self) -> int:
+        """Bytes STORED per vector: ceil(M / 2) code bytes + one norm byte per stored prefix (L2)."""
+        return (self.iters + 1) // 2 + len(self.norm_prefixes)
+
+    def bytes_scanned(self, iters: int | None = None) -> int:
+        """Bytes a search with `iters` iterations reads per vector: ceil(iters / 2) + 1 norm byte (L2)."""
+        m = _validate.iters_value(iters, self.iters)
+        return (m + 1) // 2 + (1 if self.metric_type == METRIC_L2 else 0)
+
+    def __repr__(self):
+        metric = "L2" if self.metric_type == METRIC_L2 else "IP"
+        return (f"IndexDRQFastScan(d={self.d}, iters={self.iters}, metric={metric}, ntotal={self.ntotal}, "
+                f"is_trained={self.is_trained})")
+
+    # ---------------------------------------------------------------- training
+    def train(self, x) -> None:
+        """Trains the per-iteration codebooks (drqindex.train.rq4) and the norm quantisers."""
+        from .train.rq4 import RQ4TrainConfig, train_rq4
+        x = _validate.float_matrix(x, self.d)
+        cfg = self.train_config
+        if cfg is None:
+            cfg = RQ4TrainConfig(iters=self.iters, verbose=self.verbose)
+        elif isinstance(cfg, dict):
+            cfg = RQ4TrainConfig(**{**cfg, "iters": self.iters})
+        else:
+            import dataclasses
+            cfg = dataclasses.replace(cfg, iters=self.iters)
+        codebooks, info = train_rq4(x, cfg)
+        sample = x[:min(x.shape[0], 20000)]
+        with self._lock.write():
+            self._set_model_locked(codebooks, sample)
+            self.train_info = info
+
+    def set_codebooks(self, codebooks, x_norm_sample) -> None:
+        """Installs trained codebooks float32 (M, 16, d); the norm quantisers are fitted on the
+        reconstructions of x_norm_sample (float32 (n, d)). For tests and loading."""
+        codebooks = np.ascontiguousarray(codebooks, dtype=np.float32)
+        if codebooks.shape != (self.iters, 16, self.d):
+            raise ValueError(f"codebooks: expected ({self.iters}, 16, {self.d}) float32, got {codebooks.shape}")
+        sample = _validate.float_matrix(x_norm_sample, self.d)
+        with self._lock.write():
+            self._set_model_locked(codebooks, sample)
+
+    def _set_model_locked(self, codebooks: np.ndarray, sample: np.ndarray) -> None:
+        if self._store.ntotal:
+            raise RuntimeError("train: the index already holds vectors encoded with the old model; reset() first")
+        self.codebooks = codebooks
+        if self.norm_prefixes:
+            norms = self._prefix_norms(self._encode(sample))
+            lo, hi = norms.min(axis=0), norms.max(axis=0)
+            # 2 % margin each side: database vectors slightly outside the training range still
+            # get distinct levels; beyond it they are clamped.
+            pad = 0.02 * (hi - lo) + 1e-6
+            self.norm_min = (lo - pad).astype(np.float32)
+            self.norm_step = ((hi - lo + 2 * pad) / 255.0).astype(np.float32)
+        else:
+            self.norm_min = np.zeros(0, np.float32)
+            self.norm_step = np.zeros(0, np.float32)
+
+    # ---------------------------------------------------------------- encoding
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        from .train.rq4 import encode_rq4
+        return encode_rq4(x, self.codebooks)
+
+    def _prefix_norms(self, codes: np.ndarray) -> np.ndarray:
+        """||xhat_m||^2 for each stored prefix m: float32 (n, len(norm_prefixes))."""
+        out = np.empty((codes.shape[0], len(self.norm_prefixes)), np.float32)
+        want = {m: s for s, m in enumerate(self.norm_prefixes)}
+        for start in range(0, codes.shape[0], 8192):
+            block = codes[start:start + 8192]
+            xhat = np.zeros((block.shape[0], self.d), np.float32)
+            for j in range(self.iters):
+                xhat += self.codebooks[j][block[:, j]]
+                if j + 1 in want:
+                    out[start:start + block.shape[0], want[j + 1]] = np.einsum("ij,ij->i", xhat, xhat)
+        return out
+
+    def _norm_codes(self, codes: np.ndarray) -> np.ndarray:
+        if not self.norm_prefixes:
+            return np.zeros((codes.shape[0], 0), np.uint8)
+        norms = self._prefix_norms(codes)
+        levels = np.rint((norms - self.norm_min) / self.norm_step)
+        return np.clip(levels, 0, 255).astype(np.uint8)
+
+    def sa_encode(self, x) -> np.ndarray:
+        """4-bit codes, unpacked: uint8 (n, M) with values 0..15."""
+        self._check_trained("sa_encode")
+        return self._encode(_validate.float_matrix(x, self.d))
+
+    def sa_decode(self, codes, iters: int | None = None) -> np.ndarray:
+        from .train.rq4 import decode_rq4
+        self._check_trained("sa_decode")
+        codes = _validate.codes_matrix(codes, self.iters)
+        if codes.size and codes.max() > 15:
+            raise ValueError(f"codes: expected 4-bit values 0..15, got {int(codes.max())}")
+        return decode_rq4(codes, self.codebooks, _validate.iters_value(iters, self.iters))
+
+    # ---------------------------------------------------------------- adding
+    def add(self, x) -> None:
+        self._check_trained("add")
+        x = _validate.float_matrix(x, self.d)
+        with self._lock.write():
+            start = self._next_id_locked()
+            self._add_locked(x, np.arange(start, start + x.shape[0], dtype=np.int64))
+
+    def add_with_ids(self, x, ids) -> None:
+        self._check_trained("add_with_ids")
+        x = _validate.float_matrix(x, self.d)
+        ids = _validate.ids_array(ids, x.shape[0])
+        with self._lock.write():
+            self._add_locked(x, ids)
+
+    def _next_id_locked(self) -> int:
+        # faiss's sequential ids: add() numbers vectors ntotal, ntotal + 1, ...
+        return self._store.ntotal
+
+    def _add_locked(self, x: np.ndarray, ids: np.ndarray) -> None:
+        codes = self._encode(x)
+        self._store.add(codes, self._norm_codes(codes), ids)
+
+    def get_ids(self) -> np.ndarray:
+        return self._store.get_ids()
+
+    # ---------------------------------------------------------------- searching
+    def search(self, x, k, *, params: SearchParametersDRQ | None = None, iters: int | None = None,
+               rerank: int | None = None, D=None, I=None):
+        """k nearest neighbours of float32 (n, d) queries using the first `iters` 4-bit codes.
+
+        Returns D float32 (n, k) (squared L2 ascending / inner product descending) and I int64 (n, k),
+        -1 (D = +/-FLT_MAX) past the available results. rerank: candidates re-ranked with exact float
+        tables (None: index.rerank; 0: none). For L2, iters must be one of norm_prefixes.
+        """
+        self._check_trained("search")
+        x = _validate.float_matrix(x, self.d)
+        k = _validate.positive_int(k, "k")
+        m = self._search_iters(params, iters)
+        rr = self.rerank if rerank is None else _rerank_value(rerank)
+        if self.metric_type == METRIC_L2 and m not in self.norm_prefixes:
+            raise ValueError(f"iters={m}: this L2 index stores the norm of prefixes {list(self.norm_prefixes)} only; "
+                             f"search with one of them (or build with norm_prefixes including {m})")
+        n = x.shape[0]
+        D = _validate.output_array(D, (n, k), np.float32, "D")
+        I = _validate.output_array(I, (n, k), np.int64, "I")
+        with self._lock.read():
+            ntotal = self.ntotal
+            if ntotal == 0:
+                raise RuntimeError("search: the index is empty (ntotal = 0); add vectors before searching")
+            allowed = None
+            sel = getattr(params, "sel", None)
+            if sel is not None:
+                from ._selectors import selection_mask
+                allowed = selection_mask(sel, self._store.get_ids(), "params.sel").view(np.uint8)
+            k_core = min(k, ntotal)
+            pad = _FLT_MAX if self.metric_type == METRIC_L2 else -_FLT_MAX
+            for start in range(0, n, _QUERY_CHUNK):
+                stop = min(n, start + _QUERY_CHUNK)
+                tables, bias, slot = self._query_tables(x[start:stop], m)
+                Dc, Ic = _core.fastscan_search(self._store, tables, bias,
+                                               1.0 if self.metric_type == METRIC_L2 else -1.0,
+                                               m, slot, k_core, rr, allowed)
+                Dc[Ic == -1] = pad
+                D[start:stop, :k_core] = Dc
+                I[start:stop, :k_core] = Ic
+            if k_core < k:
+                D[:, k_core:] = pad
+                I[:, k_core:] = -1
+        return D, I
+
+    def _query_tables(self, xq: np.ndarray, m: int, level=None):
+        """Float tables in kernel order (nq, 2 ceil(m/2) [+2], 16), bias (nq,), norm slot."""
+        nq, nbytes = xq.shape[0], (m + 1) // 2
+        with_norm = self.metric_type == METRIC_L2
+        tables = np.zeros((nq, 2 * nbytes + (2 if with_norm else 0), 16), np.float32)
+        ip = (xq @ self.codebooks[:m].reshape(m * 16, self.d).T).reshape(nq, m, 16)
+        if with_norm:
+            tables[:, :m] = -2.0 * ip
+            slot = self.norm_prefixes.index(m)
+            levels = np.arange(16, dtype=np.float32) * self.norm_step[slot]
+            tables[:, 2 * nbytes] = levels
+            tables[:, 2 * nbytes + 1] = 16.0 * levels
+            bias = (np.einsum("ij,ij->i", xq, xq) + self.norm_min[slot]).astype(np.float32)
+        else:
+            tables[:, :m] = -ip
+            slot = -1
+            bias = np.zeros(nq, np.float32)
+        return tables, bias, slot
+
+    def _search_iters(self, params, iters) -> int:
+        if params is not None:
+            if not isinstance(params, SearchParametersDRQ):
+                raise TypeError(f"params: expected drqindex.SearchParametersDRQ, got {type(params).__name__}")
+            if iters is not None and params.iters is not None and iters != params.iters:
+                raise ValueError(f"iters: given both as iters={iters} and params.iters={params.iters}; pass one")
+            if iters is None:
+                iters = params.iters
+        return _validate.iters_value(iters, self.iters)
+
+    # ---------------------------------------------------------------- removing
+    def remove_ids(self, ids) -> int:
+        """Removes every stored vector whose id is selected (int array or faiss.IDSelector)."""
+        from ._selectors import remove_selected
+        with self._lock.write():
+            return remove_selected(self._store, ids)
+
+    def reset(self) -> None:
+        """Removes all vectors; the trained model is kept."""
+        with self._lock.write():
+            self._store.reset()
+
+    def _check_trained(self, what: str) -> None:
+        if self.codebooks is None:
+            raise RuntimeError(f"{what}: the index is not trained (is_trained = False); call train(x) first")
+
+
+def _rerank_value(rerank) -> int:
+    if isinstance(rerank, (bool, np.bool_)) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
+        raise ValueError(f"rerank: expected an int >= 0, got {rerank!r}")
+    return int(rerank)

@@ -1,0 +1,280 @@
+"""IndexDRQFastScan: 4-bit fast-scan kernels, code store, search quality, truncation, API surface.
+
+Small synthetic data (fixed seeds) so the whole file runs in a few seconds; the Fashion-MNIST
+numbers live in benchmarks/bench_fastscan.py.
+"""
+import numpy as np
+import pytest
+
+import drqindex
+from drqindex import _core
+from drqindex.train.rq4 import RQ4TrainConfig, encode_rq4, train_rq4
+
+LEVELS = drqindex.supported_simd_levels()
+D = 24
+
+
+def _ref_scan(codes, nbytes, extra, luts):
+    """numpy definition of the kernel: codes (nblocks, stride) blocked byte-major."""
+    nblocks = codes.shape[0]
+    acc = np.zeros((nblocks, 32), np.int64)
+    luts = luts.astype(np.int64)
+    for p in range(nbytes):
+        g = codes[:, 32 * p:32 * p + 32]
+        acc += luts[2 * p][g & 15] + luts[2 * p + 1][g >> 4]
+    if extra is not None:
+        acc += luts[2 * nbytes][extra & 15] + luts[2 * nbytes + 1][extra >> 4]
+    return acc.reshape(-1)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("nblocks,stored,nbytes", [(1, 1, 1), (3, 4, 3), (5, 8, 8), (2, 3, 0), (7, 2, 1)])
+@pytest.mark.parametrize("with_extra", [False, True])
+@pytest.mark.parametrize("nq", [1, 3, 4])
+def test_kernel_matches_reference(level, nblocks, stored, nbytes, with_extra, nq):
+    rng = np.random.default_rng(nblocks * 100 + stored * 10 + nbytes + nq)
+    codes = rng.integers(0, 256, (nblocks, stored * 32), dtype=np.uint8)
+    extra = rng.integers(0, 256, (nblocks, 32), dtype=np.uint8) if with_extra else None
+    luts = rng.integers(0, 256, (nq, 2 * nbytes + (2 if with_extra else 0), 16), dtype=np.uint8)
+    got = _core.fastscan_scan(level, codes, nbytes, extra, luts)
+    assert got.dtype == np.uint16 and got.shape == (nq, nblocks * 32)
+    for q in range(nq):
+        np.testing.assert_array_equal(got[q], _ref_scan(codes, nbytes, extra, luts[q]))
+    np.testing.assert_array_equal(got, _core.fastscan_scan("scalar", codes, nbytes, extra, luts))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("threshold", [0, 1, 300, 65534, 65535])
+def test_filter_matches_reference(level, threshold):
+    rng = np.random.default_rng(threshold)
+    acc = rng.integers(0, 600, (9, 32)).astype(np.uint16)
+    acc[0, 5] = 65535
+    acc[1, :] = threshold
+    got = _core.fastscan_filter(level, acc, threshold)
+    want = ((acc.astype(np.int64) <= threshold) << np.arange(32)).sum(axis=1).astype(np.uint32)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_kernel_largest_sum_does_not_overflow(level):
+    nbytes = 127  # M = 254 iterations + 2 norm tables = 256 tables of 255
+    codes = np.full((2, nbytes * 32), 0xFF, np.uint8)
+    got = _core.fastscan_scan(level, codes, nbytes, np.zeros((2, 32), np.uint8),
+                              np.full((4, 2 * nbytes + 2, 16), 255, np.uint8))
+    assert (got == 256 * 255).all()
+
+
+@pytest.mark.parametrize("M,nnorm", [(1, 1), (5, 2), (8, 0), (16, 8)])
+def test_store_packs_and_unpacks(M, nnorm):
+    rng = np.random.default_rng(M)
+    n = 70  # 3 blocks, the last one partial
+    codes = rng.integers(0, 16, (n, M), dtype=np.uint8)
+    norms = rng.integers(0, 256, (n, nnorm), dtype=np.uint8)
+    store = _core.FastScanStore(M, nnorm)
+    store.add(codes, norms, np.arange(n, dtype=np.int64) * 3)
+    np.testing.assert_array_equal(store.get_codes(), codes)
+    np.testing.assert_array_equal(store.get_norm_codes(), norms)
+    mask = (np.arange(n) % 3 == 0).astype(np.uint8)
+    assert store.remove(mask) == mask.sum()
+    keep = mask == 0
+    np.testing.assert_array_equal(store.get_codes(), codes[keep])
+    np.testing.assert_array_equal(store.get_norm_codes(), norms[keep])
+    np.testing.assert_array_equal(store.get_ids(), (np.arange(n) * 3)[keep])
+
+
+def test_store_rejects_bad_codes():
+    store = _core.FastScanStore(4, 1)
+    with pytest.raises(ValueError, match="4-bit"):
+        store.add(np.full((2, 4), 16, np.uint8), np.zeros((2, 1), np.uint8), np.arange(2, dtype=np.int64))
+    assert store.ntotal == 0
+    with pytest.raises(ValueError, match="uint8"):
+        store.add(np.zeros((2, 4), np.int32), np.zeros((2, 1), np.uint8), np.arange(2, dtype=np.int64))
+    with pytest.raises(ValueError):
+        _core.FastScanStore(255, 0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((D, D)).astype(np.float32)
+    xb = (rng.standard_normal((1500, D)).astype(np.float32) * np.linspace(3, 0.3, D, dtype=np.float32)) @ basis
+    xq = (rng.standard_normal((40, D)).astype(np.float32) * np.linspace(3, 0.3, D, dtype=np.float32)) @ basis
+    return xb, xq
+
+
+@pytest.fixture(scope="module")
+def codebooks(data):
+    cb, _ = train_rq4(data[0], RQ4TrainConfig(iters=8, kmeans_iters=6, refine_rounds=1))
+    return cb
+
+
+def _index(data, codebooks, metric=drqindex.METRIC_L2, M=8, n=None, **kw):
+    xb = data[0] if n is None else data[0][:n]
+    idx = drqindex.IndexDRQFastScan(D, M, metric, **kw)
+    idx.set_codebooks(codebooks[:M], data[0])
+    idx.add(xb)
+    return idx
+
+
+def _exact_adc(idx, xq, m):
+    """Float ADC over the stored codes: the distances the quantised scan approximates."""
+    xhat = idx.sa_decode(idx._store.get_codes(), m)
+    if idx.metric_type == drqindex.METRIC_L2:
+        s = idx.norm_prefixes.index(m)
+        nrm = idx.norm_min[s] + idx._store.get_norm_codes()[:, s] * idx.norm_step[s]
+        return (xq * xq).sum(1)[:, None] - 2 * xq @ xhat.T + nrm[None], np.argsort
+    return -(xq @ xhat.T), np.argsort
+
+
+@pytest.mark.parametrize("metric", [drqindex.METRIC_L2, drqindex.METRIC_INNER_PRODUCT])
+@pytest.mark.parametrize("m", [2, 4, 8])
+def test_quantised_scan_close_to_exact_adc(data, codebooks, metric, m):
+    idx = _index(data, codebooks, metric)
+    xq = data[1]
+    dist, _ = _exact_adc(idx, xq, m)
+    exact = np.argsort(dist, axis=1, kind="stable")[:, :10]
+    D_, I = idx.search(xq, 10, iters=m)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, exact)])
+    assert recall >= 0.85
+    sign = 1 if metric == drqindex.METRIC_L2 else -1
+    # the quantised estimate is near the exact distance of the vector it reports
+    err = np.abs(D_ - sign * np.take_along_axis(dist, I, 1))
+    assert err.max() <= 0.05 * np.abs(dist).max()
+    # re-ranking every candidate with the float tables gives the exact ranking
+    D2, I2 = idx.search(xq, 10, iters=m, rerank=idx.ntotal)
+    # (ids may differ between equal distances: at m = 2 there are only 256 distinct codes)
+    np.testing.assert_allclose(D2, sign * np.take_along_axis(dist, exact, 1), rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(D2, sign * np.take_along_axis(dist, I2, 1), rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("metric", [drqindex.METRIC_L2, drqindex.METRIC_INNER_PRODUCT])
+def test_every_simd_level_gives_the_same_results(data, codebooks, metric):
+    idx = _index(data, codebooks, metric)
+    before = drqindex.simd_level()
+    try:
+        results = []
+        for level in LEVELS:
+            drqindex.set_simd_level(level)
+            results.append(idx.search(data[1], 7, iters=6) + idx.search(data[1], 7, iters=6, rerank=30))
+    finally:
+        drqindex.set_simd_level(before)
+    for r in results[1:]:
+        for a, b in zip(results[0], r):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_threads_do_not_change_results(data, codebooks):
+    idx = _index(data, codebooks)
+    before = drqindex.get_num_threads()
+    try:
+        drqindex.set_num_threads(1)
+        a = idx.search(data[1], 5)
+        drqindex.set_num_threads(2)
+        b = idx.search(data[1], 5)
+    finally:
+        drqindex.set_num_threads(before)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("metric", [drqindex.METRIC_L2, drqindex.METRIC_INNER_PRODUCT])
+def test_truncation_equals_an_index_with_fewer_iterations(data, codebooks, metric):
+    full = _index(data, codebooks, metric, M=8)
+    short = _index(data, codebooks, metric, M=4)
+    np.testing.assert_array_equal(full._store.get_codes()[:, :4], short._store.get_codes())
+    for rerank in (0, 50):
+        a = full.search(data[1], 10, iters=4, rerank=rerank)
+        b = short.search(data[1], 10, rerank=rerank)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
+
+
+def test_odd_iterations(data, codebooks):
+    ip = _index(data, codebooks, drqindex.METRIC_INNER_PRODUCT, M=7)
+    D_, I = ip.search(data[1], 5, iters=3)
+    assert (I >= 0).all()
+    l2 = _index(data, codebooks, norm_prefixes=[3, 7], M=7)
+    assert l2.code_size == 4 + 2 and l2.bytes_scanned(3) == 3
+    D3, I3 = l2.search(data[1], 5, iters=3, rerank=l2.ntotal)
+    dist, _ = _exact_adc(l2, data[1], 3)
+    np.testing.assert_allclose(D3[:, 0], dist.min(axis=1), rtol=1e-4)
+    with pytest.raises(ValueError, match="norm of prefixes"):
+        l2.search(data[1], 5, iters=4)
+
+
+def test_padding_and_partial_blocks(data, codebooks):
+    idx = _index(data, codebooks, n=37)  # one full block + 5 vectors
+    D_, I = idx.search(data[1][:3], 50)
+    assert (I[:, :37] >= 0).all() and (I[:, 37:] == -1).all()
+    assert np.all(D_[:, 37:] == np.finfo(np.float32).max)
+    assert sorted(I[0, :37]) == list(range(37))
+
+
+def test_surface_ids_sel_remove_reset(data, codebooks):
+    idx = drqindex.IndexDRQFastScan(D, 8)
+    assert not idx.is_trained and idx.ntotal == 0 and idx.code_size == 4 + 4
+    idx.set_codebooks(codebooks, data[0])
+    xb = data[0][:200]
+    idx.add_with_ids(xb, np.arange(200, dtype=np.int64) + 1000)
+    _, I = idx.search(xb[:5], 1, params=drqindex.SearchParametersDRQ(iters=8), rerank=20)
+    np.testing.assert_array_equal(I[:, 0], np.arange(5) + 1000)
+    _, I = idx.search(xb[:5], 3, params=drqindex.SearchParametersDRQ(iters=8, sel=np.arange(1100, 1200)))
+    assert ((I >= 1100) & (I < 1200)).all()
+    assert idx.remove_ids(np.arange(1000, 1100)) == 100
+    assert idx.ntotal == 100
+    _, I = idx.search(xb[:5], 10)
+    assert (I >= 1100).all()
+    idx.reset()
+    assert idx.ntotal == 0 and idx.is_trained
+
+
+def test_bad_inputs(data, codebooks):
+    idx = drqindex.IndexDRQFastScan(D, 8)
+    with pytest.raises(RuntimeError, match="not trained"):
+        idx.search(data[1], 1)
+    idx.set_codebooks(codebooks, data[0])
+    with pytest.raises(RuntimeError, match="empty"):
+        idx.search(data[1], 1)
+    idx.add(data[0][:100])
+    with pytest.raises(ValueError):
+        idx.search(data[1][:, :5], 1)
+    bad = data[1].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        idx.search(bad, 1)
+    with pytest.raises(ValueError):
+        idx.search(data[1], 1, iters=9)
+    with pytest.raises(ValueError):
+        idx.search(data[1], 1, rerank=-1)
+    with pytest.raises(TypeError):
+        idx.search(data[1], 1, params="iters=4")
+    with pytest.raises(ValueError):
+        drqindex.IndexDRQFastScan(D, 300)
+    with pytest.raises(ValueError):
+        idx.set_codebooks(codebooks[:4], data[0])
+    with pytest.raises(ValueError):
+        idx.sa_decode(np.full((1, 8), 16, np.uint8))
+    with pytest.raises(RuntimeError, match="reset"):
+        idx.set_codebooks(codebooks, data[0])
+
+
+def test_training_is_sequential_and_prefix_refinement_helps(data):
+    xb = data[0]
+    cb0, info0 = train_rq4(xb, RQ4TrainConfig(iters=6, kmeans_iters=6, refine_rounds=0))
+    cb1, info1 = train_rq4(xb, RQ4TrainConfig(iters=6, kmeans_iters=6, refine_rounds=2))
+    assert info1["refine_losses"][-1] <= info1["refine_losses"][0]
+    codes = encode_rq4(xb, cb1)
+    # greedy encoding: the first 3 codes are the 3-iteration code
+    np.testing.assert_array_equal(codes[:, :3], encode_rq4(xb, cb1[:3]))
+    errs = info1["errors"]
+    assert all(a >= b for a, b in zip(errs, errs[1:]))  # every longer prefix reconstructs better
+
+
+def test_factory_string():
+    idx = drqindex.index_factory(D, "DRQ12x4fs", drqindex.METRIC_INNER_PRODUCT)
+    assert isinstance(idx, drqindex.IndexDRQFastScan)
+    assert idx.iters == 12 and idx.metric_type == drqindex.METRIC_INNER_PRODUCT and idx.code_size == 6
+    assert drqindex.index_factory(D, "DRQ12x4fs").code_size == 6 + 6  # L2: + one norm byte per even prefix
+    for bad in ("DRQ12x8fs", "DRQ300x4fs", "IVF8,DRQ12x4fs", "DRQ12x4fs,RFlat"):
+        with pytest.raises(ValueError):
+            drqindex.index_factory(D, bad)
