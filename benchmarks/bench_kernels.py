@@ -98,9 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed batch runs (median) after a warm-up")
     p.add_argument("--k-factors", default="1,2,4,16", help="IndexRefineFlat k_factor sweep (k = 10)")
     p.add_argument("--refine-queries", type=int, default=2000, help="queries for the re-ranking sweep")
+    p.add_argument("--skip-fastscan", action="store_true", help="leave out part (e), the 4-bit fast-scan")
     p.add_argument("--fastscan-json", type=Path, default=None,
-                   help="HOOK: a JSON list of {bytes, qps, 10-R@10, R@1, threads} rows for drqindex's 4-bit "
-                        "fast-scan, drawn as an extra curve (see extra_curves)")
+                   help="rows printed by bench_fastscan.py (its last line) instead of running it (see extra_curves)")
     args = p.parse_args(argv)
     if args.out_dir is None:
         args.out_dir = REPO / "benchmarks" / "results" / ("quick" if args.quick else "")
@@ -373,18 +373,56 @@ def _fresh_drq(d, quantizer):
 # output
 
 def extra_curves(args) -> list[dict]:
-    """HOOK for the lead: more recall-vs-q/s curves for the plot and the ratio table, e.g.
-    drqindex's 4-bit fast-scan from the fast-scan work. Rows: {"method", "bytes", "threads", "qps",
-    "10-R@10", "R@1"} measured in the SAME run (ratios across runs mean little on a shared machine).
-    Read from --fastscan-json for now; replace by a direct measurement once that index exists."""
-    if args.fastscan_json is None:
-        return []
+    """drqindex's 4-bit fast-scan (IndexDRQFastScan), measured in this run by
+    benchmarks/bench_fastscan.py (one child process per thread count, as it does itself) right after
+    the 8-bit measurements, so its rows share the machine state of this run. Or read from
+    --fastscan-json (rows as bench_fastscan.py prints them); --skip-fastscan leaves it out.
+    Rows: the bench_fastscan fields plus "bytes" (= bytes scanned per vector, the budget B) and
+    "method" ("drqindex 4-bit fast-scan", "... + rerank k" / "2k", "faiss PQ4fs ...")."""
     import json
+    import subprocess
 
-    rows = json.loads(Path(args.fastscan_json).read_text())
+    if args.fastscan_json is not None:
+        rows = json.loads(Path(args.fastscan_json).read_text())
+    elif args.skip_fastscan:
+        return []
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve().parent / "bench_fastscan.py"),
+               "--threads", *map(str, args.thread_counts), "--repeats", str(args.repeats)]
+        cmd += ["--quick"] if args.quick else []
+        log("(e) 4-bit fast-scan: " + " ".join(cmd[1:]))
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            log("bench_fastscan.py failed:\n" + out.stdout[-2000:] + out.stderr[-4000:])
+            return []
+        rows = json.loads(out.stdout.strip().splitlines()[-1])
+    curves = []
     for r in rows:
-        r.setdefault("method", "drqindex 4-bit fast-scan")
-    return rows
+        r = dict(r)
+        name = r.get("method", "")
+        if name.startswith("DRQ-fs"):
+            if r.get("bytes_scanned") != r.get("B"):  # keep the equal-bytes-scanned points only
+                continue
+            r["method"] = "drqindex 4-bit fast-scan" + name[len("DRQ-fs"):].replace("rerank", " + rerank ")
+        r["bytes"] = r.get("B", r.get("bytes"))
+        curves.append(r)
+    return curves
+
+
+def fastscan_markdown(extra) -> list[str]:
+    if not extra:
+        return []
+    L = ["## (e) 4-bit fast-scan: drqindex IndexDRQFastScan vs faiss IndexPQFastScan", "",
+         "Measured in this run by `benchmarks/bench_fastscan.py` (same data, k = 100, all queries). drqindex: ONE "
+         "model with a 4-bit codebook per iteration (two iterations per byte), encoded once; a budget of B bytes "
+         "scans 2(B-1) iterations + the 8-bit norm byte of that prefix (L2), i.e. exactly B bytes per vector. "
+         "`rerank R`: the R best candidates of the quantised-table scan are re-sorted with exact float tables. "
+         "Bytes stored per vector: M/2 code bytes + one norm byte per even prefix.", "",
+         markdown_table(["threads", "B (bytes scanned)", "method", "iters", "bytes stored", "q/s", "R@1", "10-R@10"],
+                        [[r["threads"], r["bytes"], r["method"], r.get("iters"), r.get("bytes_stored"), r["qps"],
+                          r["R@1"], r["10-R@10"]] for r in sorted(extra, key=lambda r: (r["threads"], r["bytes"]))]),
+         ""]
+    return L
 
 
 def ratio_rows(rows, threads):
@@ -474,8 +512,9 @@ def write_plot(path, rows, refine_rows, extra, threads):
                 ax.plot([r["qps"] for r in pts], [r[metric] for r in pts], ls, color="C3", alpha=0.7,
                         label=f"drqindex {nbytes}B + refine (k' sweep)")
         # ---- HOOK: extra curves (e.g. drqindex 4-bit fast-scan), see extra_curves() ----
-        for i, method in enumerate(sorted({r["method"] for r in extra})):
-            pts = sorted((r for r in extra if r["method"] == method), key=lambda r: r["bytes"])
+        mine = [r for r in extra if r["threads"] == threads and r["method"].startswith("drqindex")]
+        for i, method in enumerate(sorted({r["method"] for r in mine})):
+            pts = sorted((r for r in mine if r["method"] == method), key=lambda r: r["bytes"])
             ax.plot([r["qps"] for r in pts], [r[metric] for r in pts], marker="D", color=f"C{4 + i}", label=method)
         ax.set_xscale("log")
         ax.set_xlabel(f"queries/s ({threads} threads, batch, k = {K_SEARCH}; refine: k = 10)")
@@ -507,6 +546,11 @@ def main(argv=None) -> int:
     write_json(args.out_dir / f"{STEM}.json", {"meta": meta, "copy_bandwidth_GBps": bandwidth, "scan": scan_rows,
                                                "fashion_mnist": rows_all, "refine": refine_rows, "extra_curves": extra})
     write_markdown(args.out_dir / f"{STEM}.md", scan_rows, bandwidth, rows_all, refine_rows, meta, args)
+    if extra:
+        path = args.out_dir / f"{STEM}.md"
+        text = path.read_text()
+        marker = "## (b) batch throughput"
+        write_text(path, text.replace(marker, "\n".join(fastscan_markdown(extra)) + "\n" + marker, 1))
     write_plot(args.out_dir / f"{STEM}_recall_qps.png", rows_all, refine_rows, extra, max(args.thread_counts))
     log(f"wrote {args.out_dir / STEM}.md/.json/_recall_qps.png")
     return 0
