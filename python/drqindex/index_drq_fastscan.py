@@ -92,6 +92,12 @@ class IndexDRQFastScan:
         m = _validate.iters_value(iters, self.iters)
         return (m + 1) // 2 + (1 if self.metric_type == METRIC_L2 else 0)
 
+    def __reduce__(self):
+        # pickle / copy.deepcopy go through the documented file format (drqindex.io, kind 5), as
+        # IndexDRQ does: the pickle holds one bytes object, never the C++ store.
+        from . import io as _io
+        return (_io._index_from_bytes, (_io.serialize_index(self).tobytes(),))
+
     def __repr__(self):
         metric = "L2" if self.metric_type == METRIC_L2 else "IP"
         return (f"IndexDRQFastScan(d={self.d}, iters={self.iters}, metric={metric}, ntotal={self.ntotal}, "

@@ -35,6 +35,7 @@ KIND_FLAT = 1  # IndexDRQ (and IndexRefineFlat, by flag)
 KIND_IVF = 2  # IndexIVFDRQ (see docs/file_format.md)
 KIND_TERNARY_ENCODER = 3  # TernaryEncoder alone (hash_io.py)
 KIND_BINARY_HASH = 4  # IndexBinaryHash: encoder (optional) + binary codes (hash_io.py)
+KIND_FASTSCAN = 5  # IndexDRQFastScan: 4-bit codebooks, packed codes, norm levels (fastscan_io.py)
 
 # Header: magic, major, minor, header_size, kind, d, M, K, metric, reserved, ntotal, flags,
 # reserved, then the header's CRC32 as the last 4 bytes. header_size lets a later minor version
@@ -95,7 +96,8 @@ class IndexFileError(ValueError):
 
 # ------------------------------------------------------------------------------------------ writing
 def write_index(index, path) -> None:
-    """Write `index` (an IndexDRQ or IndexRefineFlat) to `path` (str or os.PathLike) or to a binary
+    """Write `index` (an IndexDRQ, IndexRefineFlat, IndexIVFDRQ, IndexDRQFastScan, IndexBinaryHash or
+    TernaryEncoder) to `path` (str or os.PathLike) or to a binary
     file object with write/seek.
 
     A path is written to `path + '.tmp'` and renamed over `path` only when complete, so a crash
@@ -129,12 +131,16 @@ def _write(index, f) -> None:
     from .encoder import TernaryEncoder
     from .index_binary_hash import IndexBinaryHash
     from .index_drq import IndexDRQ
+    from .index_drq_fastscan import IndexDRQFastScan
     from .index_ivf import IndexIVFDRQ
     from .index_refine import IndexRefineFlat
 
     if isinstance(index, (TernaryEncoder, IndexBinaryHash)):
         from . import hash_io
         hash_io.write_hash_object(index, f)
+    elif isinstance(index, IndexDRQFastScan):
+        from . import fastscan_io
+        fastscan_io.write_fastscan(index, f)
     elif isinstance(index, IndexIVFDRQ):
         _write_ivf(index, f)
     elif isinstance(index, IndexRefineFlat):
@@ -144,8 +150,8 @@ def _write(index, f) -> None:
     elif isinstance(index, IndexDRQ):
         _write_flat(index, f, refine=None)
     else:
-        raise TypeError(f"index: expected a drqindex.IndexDRQ, IndexRefineFlat, IndexIVFDRQ, IndexBinaryHash "
-                        f"or TernaryEncoder, got {type(index).__name__}")
+        raise TypeError(f"index: expected a drqindex.IndexDRQ, IndexRefineFlat, IndexIVFDRQ, IndexDRQFastScan, "
+                        f"IndexBinaryHash or TernaryEncoder, got {type(index).__name__}")
 
 
 def _write_ivf(index, f) -> None:
@@ -318,7 +324,7 @@ def deserialize_index(data):
 
 
 def _index_from_bytes(data: bytes):
-    """pickle's constructor for IndexDRQ (see IndexDRQ.__reduce__)."""
+    """pickle's constructor for every index kind (see IndexDRQ.__reduce__)."""
     return deserialize_index(data)
 
 
@@ -408,10 +414,16 @@ def _read(src):
     (stored_crc,) = struct.unpack("<I", full[-4:])
     if zlib.crc32(full[:-4]) != stored_crc:
         raise err("header", "checksum mismatch (the header is corrupt)")
-    if kind not in (KIND_FLAT, KIND_IVF, KIND_TERNARY_ENCODER, KIND_BINARY_HASH):
+    if kind not in (KIND_FLAT, KIND_IVF, KIND_TERNARY_ENCODER, KIND_BINARY_HASH, KIND_FASTSCAN):
         raise err("header", f"index kind {kind} is not supported by this drqindex "
                             f"(knows {KIND_FLAT} = IndexDRQ, {KIND_IVF} = IndexIVFDRQ, "
-                            f"{KIND_TERNARY_ENCODER} = TernaryEncoder, {KIND_BINARY_HASH} = IndexBinaryHash)")
+                            f"{KIND_TERNARY_ENCODER} = TernaryEncoder, {KIND_BINARY_HASH} = IndexBinaryHash, "
+                            f"{KIND_FASTSCAN} = IndexDRQFastScan)")
+    if kind == KIND_FASTSCAN:
+        # Its own header checks (K = 16, M <= 254, only the trained flag) and sections.
+        from . import fastscan_io
+        return fastscan_io.read_fastscan(src, err, d, M, K, metric, ntotal, flags,
+                                         _walk_sections(src, header_size, err))
     if kind == KIND_IVF and flags & (FLAG_REFINE_FLAT | FLAG_ENCODER):
         raise err("header", "the refine and encoder flags are not valid for an IndexIVFDRQ")
     if kind == KIND_FLAT and flags & FLAG_REFINE_FLAT and flags & FLAG_ENCODER:
