@@ -184,7 +184,16 @@ def test_export_wraps_ternary_encoder_when_available(ternary_student, data):
         return
     enc = ternary_student.export()
     xq = data[2]
-    np.testing.assert_allclose(enc.embed(xq), ternary_student.embed(xq), atol=1e-3)
+    # The C++ encoder runs each ternary layer on int8-quantised activations (csrc/drq/ternary.h), so
+    # its logits are close to, not equal to, the float math: within 1% of the typical logit, and the
+    # same code bits wherever the logit is not tiny.
+    ours, torch_logits = enc.embed(xq), ternary_student.embed(xq)
+    scale = np.abs(torch_logits).mean()
+    assert np.abs(ours - torch_logits).max() < 0.01 * scale
+    clear = np.abs(torch_logits) > 0.02 * scale
+    np.testing.assert_array_equal((ours > 0)[clear], (torch_logits > 0)[clear])
+    bits = np.unpackbits(enc.encode(xq), axis=1, bitorder="little").astype(bool)
+    assert (bits == (torch_logits > 0)).mean() > 0.99
 
 
 def test_codes_are_lsb_first():
