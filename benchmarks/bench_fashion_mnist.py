@@ -26,21 +26,11 @@ import sys
 
 
 def _early_threads() -> None:
-    # BLAS thread pools read their size when numpy/faiss load, so --threads must act before imports.
-    n = None
-    argv = sys.argv[1:]
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            n = argv[i + 1]
-        elif a.startswith("--threads="):
-            n = a.split("=", 1)[1]
-    if n is not None and n.isdigit() and int(n) > 0:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = n
-    if "--omp-passive" in argv:
-        # OpenMP threads sleep instead of spinning at barriers: on a machine shared with other jobs,
-        # spinning threads that get descheduled make faiss's many short parallel regions crawl.
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from thread_env import omp_passive, set_pool_threads, threads_from_argv
+    set_pool_threads(threads_from_argv())
+    if "--omp-passive" in sys.argv[1:]:
+        omp_passive()
 
 
 if __name__ == "__main__":
@@ -55,6 +45,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    import_drqindex,
     Timer,
     available_cores,
     log,
@@ -66,18 +57,7 @@ from common import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parent.parent
-try:  # a source checkout without `pip install -e .`: use the in-tree package
-    import drqindex.data  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(REPO / "python"))
-    for _m in [m for m in sys.modules if m == "drqindex" or m.startswith("drqindex.")]:
-        del sys.modules[_m]
-    try:
-        import drqindex.data  # noqa: F401
-    except ImportError as _e:
-        sys.exit(f"error: cannot import drqindex ({_e}); build it first: `make build` "
-                 "(or pip install -e . in the repository)")
-
+import_drqindex("data")  # noqa: E402
 from drqindex.data import (  # noqa: E402
     ground_truth,
     k_recall_at_k,

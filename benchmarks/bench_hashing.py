@@ -31,17 +31,9 @@ import sys
 
 
 def _early_threads() -> None:
-    # BLAS / OpenMP pools read their size when numpy, torch and faiss load: act before the imports.
-    n = None
-    argv = sys.argv[1:]
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            n = argv[i + 1]
-        elif a.startswith("--threads="):
-            n = a.split("=", 1)[1]
-    if n is not None and n.isdigit() and int(n) > 0:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = n
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from thread_env import set_pool_threads, threads_from_argv
+    set_pool_threads(threads_from_argv())
 
 
 if __name__ == "__main__":
@@ -52,20 +44,10 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, available_cores, log, machine_info, markdown_table, write_json, write_text  # noqa: E402
+from common import import_drqindex, Timer, available_cores, log, machine_info, markdown_table, write_json, write_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-try:  # a source checkout without `pip install -e .`: use the in-tree package
-    import drqindex.data  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(REPO / "python"))
-    for _m in [m for m in sys.modules if m == "drqindex" or m.startswith("drqindex.")]:
-        del sys.modules[_m]
-    try:
-        import drqindex.data  # noqa: F401
-    except ImportError as _e:
-        sys.exit(f"error: cannot import drqindex ({_e}); build it first: `make build`")
-
+import_drqindex("data")  # noqa: E402
 from drqindex.data import hamming_ranking_metrics, load_fashion_mnist  # noqa: E402
 
 STEM = "hashing"

@@ -31,11 +31,13 @@ import sys
 
 
 def _early_threads() -> None:
-    # BLAS reads its thread count when numpy loads. The query look-up tables (one GEMM per batch)
-    # run with ONE BLAS thread in every measurement: conservative for drqindex at 2 threads.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # faiss: sleep, not spin, on a shared machine
+    # The query look-up tables (one GEMM per batch) run with ONE BLAS thread in every measurement:
+    # conservative for drqindex at 2 threads. faiss's OpenMP threads sleep rather than spin.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from thread_env import omp_passive, set_pool_threads
+    set_pool_threads(1, only_if_unset=True)
+    if "OMP_WAIT_POLICY" not in os.environ:
+        omp_passive()
 
 
 if __name__ == "__main__":
@@ -52,6 +54,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    import_drqindex,
     Timer,
     log,
     machine_info,
@@ -61,15 +64,8 @@ from common import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parent.parent
-try:  # a source checkout without `pip install -e .`: use the in-tree package
-    import drqindex  # noqa: F401
-    from drqindex import _core  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(REPO / "python"))
-    for _m in [m for m in sys.modules if m == "drqindex" or m.startswith("drqindex.")]:
-        del sys.modules[_m]
-    import drqindex  # noqa: F401
-
+import_drqindex()  # noqa: E402
+import drqindex  # noqa: E402
 from drqindex import _core  # noqa: E402
 from drqindex.data import default_cache_dir, ground_truth, k_recall_at_k, load_fashion_mnist, recall_at  # noqa: E402
 

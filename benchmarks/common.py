@@ -141,3 +141,26 @@ def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def import_drqindex(*modules: str) -> None:
+    """Import drqindex (and the given submodules, e.g. "data"); from a source checkout without
+    `pip install -e .`, fall back to the in-tree package under python/. Exits with a hint when the
+    extension is not built."""
+    import importlib
+
+    def _load():
+        importlib.import_module("drqindex")
+        for m in modules:
+            importlib.import_module(f"drqindex.{m}")
+
+    try:
+        _load()
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+        for name in [m for m in sys.modules if m == "drqindex" or m.startswith("drqindex.")]:
+            del sys.modules[name]
+        try:
+            _load()
+        except ImportError as e:
+            sys.exit(f"error: cannot import drqindex ({e}); build it first: `make build`")
