@@ -399,7 +399,7 @@ def extra_curves(args) -> list[dict]:
         if name.startswith("DRQ-fs"):
             if r.get("bytes_scanned") != r.get("B"):  # keep the equal-bytes-scanned points only
                 continue
-            r["method"] = "drqindex 4-bit fast-scan" + name[len("DRQ-fs"):].replace("rerank", " + rerank ")
+            r["method"] = "drqindex 4-bit fast-scan" + name[len("DRQ-fs"):].replace(" rerank", " + rerank ")
         r["bytes"] = r.get("B", r.get("bytes"))
         curves.append(r)
     return curves
