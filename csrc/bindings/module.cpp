@@ -534,6 +534,23 @@ size_t resolve_fs_range(size_t ntotal, int64_t start, std::optional<int64_t> n, 
     return static_cast<size_t>(*n);
 }
 
+// Rows [start, start + n) of one per-vector uint8 array of the store (`width` bytes per vector),
+// copied under the read lock without the GIL: get(start, count, out) fills count * width bytes.
+template <class Get>
+py::array fastscan_rows(const PyFastScanStore& s, int64_t start, std::optional<int64_t> n, size_t width,
+                        const char* what, Get get) {
+    std::vector<uint8_t> out;
+    size_t count = 0;
+    {
+        py::gil_scoped_release release;
+        std::shared_lock<std::shared_mutex> lock(s.mutex);
+        count = resolve_fs_range(s.store.ntotal(), start, n, what);
+        out.resize(count * width);
+        get(static_cast<size_t>(start), count, out.data());
+    }
+    return vector_to_array(std::move(out), {static_cast<py::ssize_t>(count), static_cast<py::ssize_t>(width)});
+}
+
 void bind_fastscan(py::module_& m) {
     py::class_<PyFastScanStore>(m, "FastScanStore",
                                 "4-bit codes (two per byte) in blocks of 32 vectors, quantised "
@@ -578,35 +595,16 @@ void bind_fastscan(py::module_& m) {
         .def(
             "get_codes",
             [](const PyFastScanStore& s, int64_t start, std::optional<int64_t> n) {
-                std::vector<uint8_t> out;
-                size_t count = 0;
-                const size_t M = s.store.M();
-                {
-                    py::gil_scoped_release release;
-                    std::shared_lock<std::shared_mutex> lock(s.mutex);
-                    count = resolve_fs_range(s.store.ntotal(), start, n, "get_codes");
-                    out.resize(count * M);
-                    s.store.get_codes(static_cast<size_t>(start), count, out.data());
-                }
-                return vector_to_array(std::move(out), {static_cast<py::ssize_t>(count),
-                                                        static_cast<py::ssize_t>(M)});
+                return fastscan_rows(s, start, n, s.store.M(), "get_codes",
+                                     [&](size_t i0, size_t count, uint8_t* out) { s.store.get_codes(i0, count, out); });
             },
             py::arg("start") = 0, py::arg("n") = py::none(), "Unpacked codes uint8 (n, M).")
         .def(
             "get_norm_codes",
             [](const PyFastScanStore& s, int64_t start, std::optional<int64_t> n) {
-                std::vector<uint8_t> out;
-                size_t count = 0;
-                const size_t nn = s.store.nnorm();
-                {
-                    py::gil_scoped_release release;
-                    std::shared_lock<std::shared_mutex> lock(s.mutex);
-                    count = resolve_fs_range(s.store.ntotal(), start, n, "get_norm_codes");
-                    out.resize(count * nn);
-                    s.store.get_norm_codes(static_cast<size_t>(start), count, out.data());
-                }
-                return vector_to_array(std::move(out), {static_cast<py::ssize_t>(count),
-                                                        static_cast<py::ssize_t>(nn)});
+                return fastscan_rows(s, start, n, s.store.nnorm(), "get_norm_codes", [&](size_t i0, size_t count, uint8_t* out) {
+                    s.store.get_norm_codes(i0, count, out);
+                });
             },
             py::arg("start") = 0, py::arg("n") = py::none(), "Norm codes uint8 (n, nnorm).")
         .def("get_ids",
