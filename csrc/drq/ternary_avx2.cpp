@@ -24,8 +24,6 @@ namespace {
 // 32-byte chunks accumulated in 16-bit lanes before widening: each vpmaddubsw lane is at most
 // 2 * 255 = 510, and 64 * 510 = 32640 < 32768.
 constexpr size_t kChunksPer16BitBlock = 64;
-// Output rows whose masks stay in L1 while every sample of the call passes over them.
-constexpr size_t kRowBlock = 8;
 
 // Sums of the 8 int32 lanes of a0..a3 into the 4 lanes of the result (a0's sum in lane 0).
 inline __m128i hsum4_epi32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
@@ -111,30 +109,10 @@ inline float reduce8(__m256 v) {
 // Byte-product sums of `nsamples` samples (the TernaryDotFn contract without offsets).
 void byte_dot(const uint8_t* q, size_t nsamples, const int8_t* t, size_t d_out, size_t stride,
               int32_t* P, int32_t* N) {
-    const size_t nchunks = stride / 32;
-    for (size_t r0 = 0; r0 < d_out; r0 += kRowBlock) {
-        const size_t r1 = r0 + kRowBlock < d_out ? r0 + kRowBlock : d_out;
-        size_t s = 0;
-        for (; s + 4 <= nsamples; s += 4) {
-            for (size_t r = r0; r < r1; ++r) {
-                int32_t p4[4], n4[4];
-                dot_4_samples(q + s * stride, stride, t + r * stride, nchunks, p4, n4);
-                for (size_t i = 0; i < 4; ++i) {
-                    P[(s + i) * d_out + r] = p4[i];
-                    N[(s + i) * d_out + r] = n4[i];
-                }
-            }
-        }
-        for (; s < nsamples; ++s) {
-            for (size_t r = r0; r < r1; ++r) {
-                dot_1_sample(q + s * stride, t + r * stride, nchunks, &P[s * d_out + r], &N[s * d_out + r]);
-            }
-        }
-    }
+    byte_dot_rows(q, nsamples, t, d_out, stride, stride / 32, P, N,
+                  [](auto... a) { dot_4_samples(a...); }, [](auto... a) { dot_1_sample(a...); });
 }
 
-// The fewest samples worth a (zero padded) table tile of 32: below, the byte kernel is faster.
-constexpr size_t kLutMinSamples = 12;
 
 // 16 activation bytes (one input, 16 samples) as int16 lanes.
 inline __m256i load_widen(const uint8_t* v) {

@@ -13,7 +13,6 @@ namespace {
 
 // Each vpmaddubsw lane is at most 2 * 255 = 510; 64 * 510 < 32768 (see ternary_avx2.cpp).
 constexpr size_t kChunksPer16BitBlock = 64;
-constexpr size_t kRowBlock = 8;
 
 inline int32_t widen_sum(__m512i acc16) {
     return _mm512_reduce_add_epi32(_mm512_madd_epi16(acc16, _mm512_set1_epi16(1)));
@@ -74,30 +73,10 @@ inline void dot_1_sample(const uint8_t* q, const int8_t* t, size_t nchunks, int3
 
 void byte_dot(const uint8_t* q, size_t nsamples, const int8_t* t, size_t d_out, size_t stride,
               int32_t* P, int32_t* N) {
-    const size_t nchunks = stride / 64;
-    for (size_t r0 = 0; r0 < d_out; r0 += kRowBlock) {
-        const size_t r1 = r0 + kRowBlock < d_out ? r0 + kRowBlock : d_out;
-        size_t s = 0;
-        for (; s + 4 <= nsamples; s += 4) {
-            for (size_t r = r0; r < r1; ++r) {
-                int32_t p4[4], n4[4];
-                dot_4_samples(q + s * stride, stride, t + r * stride, nchunks, p4, n4);
-                for (size_t i = 0; i < 4; ++i) {
-                    P[(s + i) * d_out + r] = p4[i];
-                    N[(s + i) * d_out + r] = n4[i];
-                }
-            }
-        }
-        for (; s < nsamples; ++s) {
-            for (size_t r = r0; r < r1; ++r) {
-                dot_1_sample(q + s * stride, t + r * stride, nchunks, &P[s * d_out + r], &N[s * d_out + r]);
-            }
-        }
-    }
+    byte_dot_rows(q, nsamples, t, d_out, stride, stride / 64, P, N,
+                  [](auto... a) { dot_4_samples(a...); }, [](auto... a) { dot_1_sample(a...); });
 }
 
-// The fewest samples worth a (zero padded) table tile of 32 (as in ternary_avx2.cpp).
-constexpr size_t kLutMinSamples = 12;
 
 // 32 activation bytes (one input, 32 samples) as int16 lanes.
 inline __m512i load_widen(const uint8_t* v) {

@@ -17,6 +17,40 @@ namespace {
 
 // Samples per table tile: one table entry is kLutEntryBytes of int16 lanes.
 constexpr size_t kLutTile = kLutEntryBytes / 2;
+
+// The fewest samples worth a (zero padded) table tile of kLutTile: below, the byte kernel is faster.
+constexpr size_t kLutMinSamples = 12;
+
+// Output rows whose masks stay in L1 while every sample of the call passes over them.
+constexpr size_t kByteDotRowBlock = 8;
+
+// Byte-product sums of `nsamples` samples (the TernaryDotFn contract without offsets), shared by
+// the per-ISA files: rows in blocks of kByteDotRowBlock, 4 samples per pass, then one at a time.
+// dot4(q, stride, t_row, nchunks, p4, n4) and dot1(q, t_row, nchunks, &p, &n) are the ISA kernels
+// (lambdas, so each file's instantiation inlines its own).
+template <class Dot4, class Dot1>
+inline void byte_dot_rows(const uint8_t* q, size_t nsamples, const int8_t* t, size_t d_out, size_t stride,
+                          size_t nchunks, int32_t* P, int32_t* N, Dot4 dot4, Dot1 dot1) {
+    for (size_t r0 = 0; r0 < d_out; r0 += kByteDotRowBlock) {
+        const size_t r1 = r0 + kByteDotRowBlock < d_out ? r0 + kByteDotRowBlock : d_out;
+        size_t s = 0;
+        for (; s + 4 <= nsamples; s += 4) {
+            for (size_t r = r0; r < r1; ++r) {
+                int32_t p4[4], n4[4];
+                dot4(q + s * stride, stride, t + r * stride, nchunks, p4, n4);
+                for (size_t i = 0; i < 4; ++i) {
+                    P[(s + i) * d_out + r] = p4[i];
+                    N[(s + i) * d_out + r] = n4[i];
+                }
+            }
+        }
+        for (; s < nsamples; ++s) {
+            for (size_t r = r0; r < r1; ++r) {
+                dot1(q + s * stride, t + r * stride, nchunks, &P[s * d_out + r], &N[s * d_out + r]);
+            }
+        }
+    }
+}
 constexpr size_t kChunkInputs = kLutChunkGroups * kLutGroupInputs;
 
 // Transposes 16 rows of 16 bytes: dst[c * dst_stride + i] = row i's byte c (rows i >= count
