@@ -30,4 +30,16 @@ AdcScanQueriesFn adc_scan_queries_for(SimdLevel level) {
     }
 }
 
+AdcScanInterleavedFn adc_scan_interleaved_for(SimdLevel level) {
+    switch (level) {
+#if defined(DRQ_HAVE_X86_SIMD)
+        case SimdLevel::AVX512:  // AVX-512 CPUs have AVX2; see adc.h
+        case SimdLevel::AVX2:
+            return adc_scan_interleaved_avx2;
+#endif
+        default:
+            return adc_scan_interleaved_ref;
+    }
+}
+
 }  // namespace drq

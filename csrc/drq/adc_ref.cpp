@@ -34,4 +34,53 @@ void adc_scan_queries_ref(const uint8_t* codes, size_t nblocks, size_t block_str
     }
 }
 
+// The interleaved kernels' table layout, for every SIMD level: it runs once per query group and
+// search, so plain loops suffice.
+void interleave_tables(const float* const* luts, size_t nluts, size_t K, size_t ntables,
+                       size_t lut_stride, float* lut8) {
+    for (size_t t = 0; t < ntables; ++t) {
+        float* out = lut8 + t * K * kInterleavedQueries;
+        for (size_t c = 0; c < K; ++c) {
+            for (size_t q = 0; q < kInterleavedQueries; ++q) {
+                out[c * kInterleavedQueries + q] = q < nluts ? luts[q][t * lut_stride + c] : 0.0f;
+            }
+        }
+    }
+}
+
+// Query by query, the order of adc_scan_ref: the interleaved kernels must produce these bits.
+void adc_scan_interleaved_ref(const uint8_t* codes, size_t nblocks, size_t block_stride, size_t m,
+                              const float* lut8, size_t lut8_stride, const float* scales,
+                              const AdcDistanceParams& params, float* dist, size_t dist_stride,
+                              uint8_t* block_masks) {
+    for (size_t b = 0; b < nblocks; ++b) block_masks[b] = 0;
+    for (size_t q = 0; q < kInterleavedQueries; ++q) {
+        for (size_t b = 0; b < nblocks; ++b) {
+            const uint8_t* block = codes + b * block_stride;
+            float* out = dist + q * dist_stride + b * kBlockSize;
+            for (size_t i = 0; i < kBlockSize; ++i) out[i] = 0.0f;
+            for (size_t j = 0; j < m; ++j) {
+                const uint8_t* code_row = block + j * kBlockSize;
+                const float* table = lut8 + j * lut8_stride + q;
+                const float scale = scales[j];
+                for (size_t i = 0; i < kBlockSize; ++i) {
+                    const float product = table[code_row[i] * kInterleavedQueries] * scale;
+                    out[i] = out[i] + product;
+                }
+            }
+            const float bound = params.bounds[q];
+            bool any = false;
+            for (size_t i = 0; i < kBlockSize; ++i) {
+                if (params.norms != nullptr) {
+                    out[i] = (params.qnorms[q] + params.norms[b * kBlockSize + i]) - 2.0f * out[i];
+                    any = any || out[i] <= bound;
+                } else {
+                    any = any || out[i] >= bound;
+                }
+            }
+            if (any) block_masks[b] = static_cast<uint8_t>(block_masks[b] | (1u << q));
+        }
+    }
+}
+
 }  // namespace drq

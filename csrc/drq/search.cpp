@@ -18,8 +18,14 @@ constexpr size_t kTileCodeBytes = 64 * 1024;
 // Bounds on blocks per tile; the upper bound also caps the accumulator buffer (16 KiB).
 constexpr size_t kMinTileBlocks = 4;
 constexpr size_t kMaxTileBlocks = 128;
-// Queries scanning a tile together (one work item, when parallel over queries).
-constexpr size_t kMaxQueryGroup = 8;
+// Queries scanning a tile together (one work item, when parallel over queries): one
+// query-interleaved scan.
+constexpr size_t kMaxQueryGroup = kInterleavedQueries;
+// Smallest query group scanned with the query-interleaved kernel. It always computes
+// kInterleavedQueries lanes (about 4.6 instructions per code byte whatever the group size); the
+// multi-query kernel costs about 2-3 per code byte and query, so it stays the cheaper one for
+// 1 or 2 queries (an estimate from the instruction counts of both loops).
+constexpr size_t kMinInterleavedGroup = 3;
 // Table lookups (nq * ntotal * iters) per worker below which another thread is not worth
 // spawning (~0.1 ms of scanning vs tens of microseconds to start a thread).
 constexpr size_t kMinLookupsPerWorker = size_t(1) << 18;
@@ -79,37 +85,49 @@ inline bool any_may_enter(const float* dist, float threshold) {
     return passing != 0;
 }
 
+// Offers the count <= kBlockSize candidates of one block: the passing slots are listed first
+// without branches (which slot passes is unpredictable: a branch per slot mispredicts often),
+// then only those are pushed; push() tests each against the heap's current threshold.
+template <Metric metric>
+void push_listed(TopK<metric>& heap, const float* dist, size_t count, size_t pos_begin) {
+    const float threshold = heap.threshold();
+    uint32_t passing[kBlockSize];
+    size_t npassing = 0;
+    for (size_t i = 0; i < count; ++i) {
+        passing[npassing] = static_cast<uint32_t>(i);
+        npassing += Ranking<metric>::may_enter(dist[i], threshold) ? 1 : 0;
+    }
+    for (size_t t = 0; t < npassing; ++t) {
+        const size_t i = passing[t];
+        heap.push_position(dist[i], static_cast<int64_t>(pos_begin + i));
+    }
+}
+
 // Offers count candidates (distances dist, storage positions pos_begin + i) to the heap.
 // Once the heap is full almost every candidate fails the threshold test, so whole blocks are
-// rejected at once. In a block that passes, the passing slots are first listed without branches
-// (which slot passes is unpredictable: a branch per slot mispredicts often), then only those are
-// pushed; push() tests each against the heap's current, possibly tighter, threshold.
+// rejected at once, and the blocks that pass are offered with push_listed.
 template <Metric metric>
 void push_candidates(TopK<metric>& heap, const float* dist, size_t count, size_t pos_begin) {
-    float threshold = heap.threshold();
-    uint32_t passing[kBlockSize];
     for (size_t chunk = 0; chunk < count; chunk += kBlockSize) {
         const size_t chunk_end = std::min(count, chunk + kBlockSize);
-        if (chunk_end - chunk == kBlockSize && !any_may_enter<metric>(dist + chunk, threshold)) {
+        if (chunk_end - chunk == kBlockSize &&
+            !any_may_enter<metric>(dist + chunk, heap.threshold())) {
             continue;
         }
-        size_t npassing = 0;
-        for (size_t i = chunk; i < chunk_end; ++i) {
-            passing[npassing] = static_cast<uint32_t>(i);
-            npassing += Ranking<metric>::may_enter(dist[i], threshold) ? 1 : 0;
-        }
-        for (size_t t = 0; t < npassing; ++t) {
-            const size_t i = passing[t];
-            heap.push_position(dist[i], static_cast<int64_t>(pos_begin + i));
-        }
-        threshold = heap.threshold();
+        push_listed(heap, dist + chunk, chunk_end - chunk, pos_begin + chunk);
     }
+}
+
+// Filtered-out vectors get NaN, which never ranks: the heap code is unchanged and this pass is
+// branch-free. dist, allowed: count entries.
+inline void filter_out(float* dist, const uint8_t* allowed, size_t count) {
+    for (size_t v = 0; v < count; ++v) dist[v] = allowed[v] != 0 ? dist[v] : kFilteredOut;
 }
 
 template <Metric metric>
 void search_with_metric(const CodeStore& store, const SearchParams& p, float* distances,
                         int64_t* labels, const InterruptCallback& interrupt, int nthreads,
-                        AdcScanQueriesFn kernel) {
+                        AdcScanQueriesFn kernel, AdcScanInterleavedFn interleaved_kernel) {
     const Plan plan = make_plan(store, p, nthreads);
     const size_t ntotal = store.ntotal();
     const size_t nblocks = store.nblocks();
@@ -121,18 +139,65 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
     // Per-worker scratch, allocated up front so workers do not allocate per item.
     struct WorkerScratch {
         std::vector<float> acc;
+        std::vector<float> lut8;          // the group's interleaved tables
+        std::vector<float> norms;         // the last tile's norms, padded to whole blocks
+        std::vector<uint8_t> block_masks;  // the interleaved kernel's flags, one per tile block
         std::vector<TopK<metric>> heaps;  // used when nslices == 1
     };
+    const size_t ntables = lut_stride == 0 ? 1 : p.iters;
+    const size_t lut8_stride = lut_stride == 0 ? 0 : p.K * kInterleavedQueries;
     std::vector<WorkerScratch> scratch(static_cast<size_t>(plan.nworkers));
-    // One tile of sums per query of a multi-query scan.
+    // One tile of sums (or distances) per query of a multi-query or interleaved scan.
     const size_t acc_stride = plan.tile_blocks * kBlockSize;
     for (auto& s : scratch) {
-        s.acc.resize(kScanQueries * acc_stride);
+        s.acc.resize(std::max(kScanQueries, kInterleavedQueries) * acc_stride);
+        s.lut8.resize(ntables * p.K * kInterleavedQueries);
+        s.norms.resize(acc_stride);
+        s.block_masks.resize(plan.tile_blocks);
         if (plan.nslices == 1) s.heaps.resize(plan.query_group);
     }
     // With database slices, every (slice, query) heap lives until the merge: slice-major.
     // Only used when nq < nthreads, so this stays small.
     std::vector<TopK<metric>> slice_heaps(plan.nslices > 1 ? plan.nslices * p.nq : 0);
+
+    // One tile for the group q0..q1 with the interleaved kernel: distances and block flags from
+    // the kernel, then only the flagged blocks are offered to each query's heap. The bounds are
+    // the heaps' thresholds when the tile starts; pushes within the tile re-test against the
+    // current, possibly tighter, threshold.
+    auto scan_tile_interleaved = [&](const uint8_t* tile_codes, size_t tile_nblocks, size_t count,
+                                     size_t pos_begin, const float* tile_norms,
+                                     const uint8_t* tile_allowed, TopK<metric>* heaps, size_t q0,
+                                     size_t q1, WorkerScratch& ws) {
+        float qnorms[kInterleavedQueries];
+        float bounds[kInterleavedQueries];
+        for (size_t i = 0; i < kInterleavedQueries; ++i) {
+            const bool real = q0 + i < q1;
+            qnorms[i] = metric == Metric::L2 && real ? p.qnorms[q0 + i] : 0.0f;
+            bounds[i] = real ? heaps[i].threshold() : kFilteredOut;  // NaN flags nothing
+        }
+        const float* padded_norms = tile_norms;
+        if (metric == Metric::L2 && count < tile_nblocks * kBlockSize) {
+            // Last tile: the kernel reads a norm for every slot of its last block.
+            std::fill(ws.norms.begin(), ws.norms.end(), 0.0f);
+            std::copy(tile_norms, tile_norms + count, ws.norms.begin());
+            padded_norms = ws.norms.data();
+        }
+        const AdcDistanceParams dparams{metric == Metric::L2 ? padded_norms : nullptr, qnorms,
+                                        bounds};
+        interleaved_kernel(tile_codes, tile_nblocks, stride, p.iters, ws.lut8.data(), lut8_stride,
+                           p.scales, dparams, ws.acc.data(), acc_stride, ws.block_masks.data());
+        for (size_t q = q0; q < q1; ++q) {
+            float* dist = ws.acc.data() + (q - q0) * acc_stride;
+            if (tile_allowed != nullptr) filter_out(dist, tile_allowed, count);
+            const unsigned bit = 1u << (q - q0);
+            for (size_t b = 0; b < tile_nblocks; ++b) {
+                if ((ws.block_masks[b] & bit) == 0) continue;
+                const size_t begin = b * kBlockSize;
+                push_listed(heaps[q - q0], dist + begin, std::min(count, begin + kBlockSize) - begin,
+                            pos_begin + begin);
+            }
+        }
+    };
 
     Interrupter interrupter(interrupt);
     parallel_for(plan.ngroups * plan.nslices, plan.nworkers, interrupter,
@@ -152,6 +217,12 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
         for (size_t q = q0; q < q1; ++q) {
             heaps[q - q0].set_capacity(std::min(p.k, slice_vectors), ids);
         }
+        const bool interleaved = q1 - q0 >= kMinInterleavedGroup;
+        if (interleaved) {
+            const float* luts[kInterleavedQueries];
+            for (size_t q = q0; q < q1; ++q) luts[q - q0] = table_for(p, q);
+            interleave_tables(luts, q1 - q0, p.K, ntables, lut_stride, ws.lut8.data());
+        }
 
         for (size_t tile_begin = b_begin; tile_begin < b_end; tile_begin += plan.tile_blocks) {
             if (interrupter.should_stop(worker)) return;
@@ -160,6 +231,12 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
             const size_t count = std::min(tile_end * kBlockSize, ntotal) - pos_begin;
             const uint8_t* tile_codes = store.block_codes(tile_begin);
             const float* tile_norms = norms + pos_begin;
+            const uint8_t* tile_allowed = p.allowed != nullptr ? p.allowed + pos_begin : nullptr;
+            if (interleaved) {
+                scan_tile_interleaved(tile_codes, tile_end - tile_begin, count, pos_begin,
+                                      tile_norms, tile_allowed, heaps, q0, q1, ws);
+                continue;
+            }
             for (size_t qs = q0; qs < q1; qs += kScanQueries) {
                 const size_t nscan = std::min(kScanQueries, q1 - qs);
                 const float* luts[kScanQueries];
@@ -177,14 +254,7 @@ void search_with_metric(const CodeStore& store, const SearchParams& p, float* di
                             acc[v] = distance_from_ip<metric>(acc[v], qnorm, tile_norms[v]);
                         }
                     }
-                    if (p.allowed != nullptr) {
-                        // Filtered-out vectors get NaN, which never ranks: the heap code is
-                        // unchanged and this pass is branch-free.
-                        const uint8_t* tile_allowed = p.allowed + pos_begin;
-                        for (size_t v = 0; v < count; ++v) {
-                            acc[v] = tile_allowed[v] != 0 ? acc[v] : kFilteredOut;
-                        }
-                    }
+                    if (tile_allowed != nullptr) filter_out(acc, tile_allowed, count);
                     push_candidates(heap, acc, count, pos_begin);
                 }
             }
@@ -363,12 +433,13 @@ void search(const CodeStore& store, const SearchParams& params, float* distances
         return;
     }
     const AdcScanQueriesFn queries_kernel = adc_scan_queries_for(level);
+    const AdcScanInterleavedFn interleaved_kernel = adc_scan_interleaved_for(level);
     if (params.metric == Metric::L2) {
         search_with_metric<Metric::L2>(store, params, distances, labels, interrupt, nthreads,
-                                       queries_kernel);
+                                       queries_kernel, interleaved_kernel);
     } else {
         search_with_metric<Metric::InnerProduct>(store, params, distances, labels, interrupt,
-                                                 nthreads, queries_kernel);
+                                                 nthreads, queries_kernel, interleaved_kernel);
     }
 }
 
