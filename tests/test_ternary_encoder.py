@@ -121,14 +121,16 @@ def test_embed_matches_numpy_reference_bit_for_bit(case, level):
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_batch_sizes_around_the_kernel_tiles_match_reference(level):
-    # The SIMD kernels take tiles of 32 samples through look-up tables and fewer than 12 leftover
-    # samples through the byte kernel: full, partial and tail-only tiles, 8-row output blocks
-    # with and without a remainder (d_out 43, 19, 24).
+    # The SIMD kernels take tiles of 16 samples through look-up tables (a last partial tile of at
+    # least 5 too) and fewer than 5 leftover samples through the byte kernel: full, partial and
+    # tail-only tiles, 8-row output blocks with and without a remainder (d_out 43, 19, 24), table
+    # groups of 6 inputs with a partial last group (43, 19) and more chunks than the 16-bit
+    # accumulators hold (300 inputs: 7 chunks of 48).
     spec = make_spec(dims=(300, 43, 19, 24), seed=11)
     enc = drqindex.TernaryEncoder.from_spec(spec)
     x = np.random.default_rng(6).integers(0, 256, (77, 300), dtype=np.uint8)
     _core.set_simd_level(level)
-    for n in (1, 11, 12, 15, 17, 31, 33, 45, 77):
+    for n in (1, 4, 5, 11, 15, 16, 17, 20, 21, 31, 33, 45, 77):
         np.testing.assert_array_equal(enc.embed(x[:n]), reference_embed(spec, x[:n]), err_msg=f"n={n}")
 
 

@@ -10,14 +10,17 @@
 // every SIMD level and thread count.
 //
 // Two SIMD methods (ternary_avx2.cpp, ternary_avx512.cpp):
-//   - look-up tables, for tiles of 32 samples: for each group of 4 consecutive inputs the kernel
-//     builds the 16 subset sums of the tile's 4 activations per sample (int16, one lane per
-//     sample: a 512-bit register or two 256-bit ones), and P[r] over the group is one table entry
-//     selected by the row's 4-bit pos pattern, added (N the same with the neg pattern). One entry
-//     covers 4 inputs x 32 samples, against 2 multiplies + 2 adds per 32 inputs x 1 sample for the
-//     byte method; the per-(row, group) entry offsets are precomputed once per layer
-//     (ternary_lut_offsets), so the inner loop is loads and adds only;
-//   - byte products, for fewer than 12 samples (a table tile would be mostly padding): one signed
+//   - look-up tables, for tiles of 16 samples: for each group of 6 consecutive inputs the kernel
+//     builds the 64 subset sums of the tile's 6 activations per sample (int16, one lane per
+//     sample: one 256-bit register), and P[r] over the group is one table entry selected by the
+//     row's 6-bit pos pattern, added (N the same with the neg pattern). One entry covers 6 inputs
+//     x 16 samples, against 2 multiplies + 2 adds per 32 inputs x 1 sample for the byte method.
+//     Why 6: a row's loads per input fall as 1 / group size while the table build (64 stores of
+//     32 bytes per group and tile) grows as 2^size; with 512 and 256 rows 6 minimises the sum
+//     (4 needs a third more loads, 8 spends as much on building as it saves). The per-(row,
+//     group) entry offsets are precomputed once per layer (ternary_lut_offsets), so the inner
+//     loop is loads and adds only;
+//   - byte products, for fewer than 5 samples (a table tile would be mostly padding): one signed
 //     byte per weight, t = +1 (pos) / -1 (neg) / 0, T = sum q * t and P = sum q * max(t, 0) with
 //     vpmaddubsw, N = P - T.
 //
@@ -53,36 +56,46 @@ namespace drq {
 // activations and the 0/1 masks, floats for float layers), zero padded: one AVX-512 register.
 constexpr size_t kTernaryAlign = 64;
 
-// Look-up-table layout: inputs are taken in groups of kLutGroupInputs = 4, and groups in chunks
-// of kLutChunkGroups = 16 (64 inputs: stride, a multiple of 64, is whole chunks). A chunk's tables
-// are 16 groups * 16 entries (entry = subset of the group's inputs, bit k = input 4g + k) of
-// kLutEntryBytes = 32 samples * int16 = 16 KB, which stays in L1 while every output row reads it;
-// a chunk's sums, at most 64 * 255 = 16320, fit int16 lanes before they are widened to int32.
-constexpr size_t kLutGroupInputs = 4;
-constexpr size_t kLutPatterns = 16;
-constexpr size_t kLutChunkGroups = 16;
-constexpr size_t kLutEntryBytes = 64;
+// Look-up-table layout: the d_in inputs that carry weights (the rest of stride is padding) are
+// taken in groups of kLutGroupInputs = 6 (the last group may reach past d_in, even past stride:
+// those inputs count as 0), and groups in chunks of kLutChunkGroups = 8 (48 inputs; the last
+// chunk may have fewer groups). A chunk's tables are 8 groups * 64 entries (entry = subset of
+// the group's inputs, bit k = input 6g + k) of kLutEntryBytes = 16 samples * int16 = 16 KB, which
+// stays in L1 beside the offset and accumulator streams while every output row reads it (12
+// groups, 24 KB, measured no faster); a chunk's sums, at most 48 * 255 = 12240, fit int16 lanes.
+constexpr size_t kLutGroupInputs = 6;
+constexpr size_t kLutPatterns = 64;
+constexpr size_t kLutChunkGroups = 8;
+constexpr size_t kLutEntryBytes = 32;
+
+// Groups of a layer input of d_in values: ceil(d_in / kLutGroupInputs).
+constexpr size_t ternary_lut_groups(size_t d_in) {
+    return (d_in + kLutGroupInputs - 1) / kLutGroupInputs;
+}
 
 // Per-(row, group) byte offsets of the selected table entries inside the group's chunk:
-//   t:        d_out * stride int8 signs (as below)
-//   offsets:  (out) d_out * (stride / kLutGroupInputs) * 2 uint16, chunk-major: for chunk c
-//             (groups 16c .. 16c + 15), row r, group g = 16c + l,
-//             offsets[((16c) * d_out + r * 16 + l) * 2]     = (l * 16 + pos pattern) * 64,
-//             offsets[((16c) * d_out + r * 16 + l) * 2 + 1] = (l * 16 + neg pattern) * 64
-//             (at most 16320). Chunk-major, so a kernel streams them sequentially while it
+//   t:        d_out * stride int8 signs (as below; 0 at inputs >= d_in)
+//   offsets:  (out) d_out * ternary_lut_groups(d_in) * 2 uint16, chunk-major: for the chunk of
+//             groups g0 .. g0 + gc - 1 (gc = 8, or fewer in the last chunk), row r, group
+//             g = g0 + l,
+//             offsets[(g0 * d_out + r * gc + l) * 2]     = (l * 64 + pos pattern) * 32,
+//             offsets[(g0 * d_out + r * gc + l) * 2 + 1] = (l * 64 + neg pattern) * 32
+//             (at most 16352). Chunk-major, so a kernel streams them sequentially while it
 //             passes every row over one chunk's tables; uint16 halves the bytes it streams.
-void ternary_lut_offsets(const int8_t* t, size_t d_out, size_t stride, uint16_t* offsets);
+void ternary_lut_offsets(const int8_t* t, size_t d_out, size_t d_in, size_t stride, uint16_t* offsets);
 
 // Ternary integer sums for `nsamples` quantised samples against `d_out` weight rows.
 //   q:       nsamples * stride uint8, sample s at q + s * stride (padding bytes are 0)
 //   t:       d_out * stride int8 in {-1, 0, +1} (padding 0); row r at t + r * stride
 //   offsets: the layer's ternary_lut_offsets (read by the table kernels; the reference uses t)
+//   d_in:    the inputs that carry weights (<= stride; t is 0 past them): the table kernels skip
+//            the rest of the padding
 //   stride:  a multiple of kTernaryAlign
 //   P, N:    (out) nsamples * d_out int32, P[s * d_out + r] = sum_{j : t[r, j] = +1} q[s, j],
 //            N[s * d_out + r] = sum_{j : t[r, j] = -1} q[s, j]
 using TernaryDotFn = void (*)(const uint8_t* q, size_t nsamples, const int8_t* t,
-                              const uint16_t* offsets, size_t d_out, size_t stride, int32_t* P,
-                              int32_t* N);
+                              const uint16_t* offsets, size_t d_out, size_t d_in, size_t stride,
+                              int32_t* P, int32_t* N);
 
 // Float layer dot products with the canonical 8-lane order (above).
 //   x:   nsamples * stride floats (padding 0);  w: d_out * stride floats (padding 0)
@@ -91,17 +104,17 @@ using FloatDotFn = void (*)(const float* x, size_t nsamples, const float* w, siz
                             size_t stride, float* out);
 
 void ternary_dot_ref(const uint8_t* q, size_t nsamples, const int8_t* t, const uint16_t* offsets,
-                     size_t d_out, size_t stride, int32_t* P, int32_t* N);
+                     size_t d_out, size_t d_in, size_t stride, int32_t* P, int32_t* N);
 void float_dot_ref(const float* x, size_t nsamples, const float* w, size_t d_out, size_t stride,
                    float* out);
 
 #if defined(DRQ_HAVE_X86_SIMD)
 void ternary_dot_avx2(const uint8_t* q, size_t nsamples, const int8_t* t, const uint16_t* offsets,
-                      size_t d_out, size_t stride, int32_t* P, int32_t* N);
+                      size_t d_out, size_t d_in, size_t stride, int32_t* P, int32_t* N);
 void float_dot_avx2(const float* x, size_t nsamples, const float* w, size_t d_out, size_t stride,
                     float* out);
 void ternary_dot_avx512(const uint8_t* q, size_t nsamples, const int8_t* t, const uint16_t* offsets,
-                        size_t d_out, size_t stride, int32_t* P, int32_t* N);
+                        size_t d_out, size_t d_in, size_t stride, int32_t* P, int32_t* N);
 #endif
 
 // The kernels for a level (which must be supported). Float layers use the AVX2 kernel at the

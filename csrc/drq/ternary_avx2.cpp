@@ -1,11 +1,11 @@
 // AVX2 encoder kernels. Compiled with -mavx2 -mfma; called only when the CPU reports both.
 // Deliberately includes no C++ standard library templates (see adc.h).
 //
-// Ternary sums, look-up tables (ternary.h): tiles of 32 samples (two registers per table entry,
-// so that each offset load serves 32 samples); per chunk of 16 groups of 4 inputs the tile's
-// activations are transposed to one lane per sample and each group's 16 subset sums are built
-// (11 adds, 16 stores per group and half, shared by all d_out rows); then each row adds one table
-// entry per group and sign into int16 lanes, widened to int32 once per chunk.
+// Ternary sums, look-up tables (ternary.h; the kernel is lut_dot in ternary_lut_x86.h): tiles of
+// 16 samples (one register per table entry); per chunk of 8 groups of 6 inputs the tile's
+// activations are transposed to one lane per sample and each group's 64 subset sums are built
+// (64 stores per group, shared by all d_out rows); then each row adds one table entry per group
+// and sign into int16 lanes, widened to int32 every fifth chunk.
 //
 // Ternary sums, byte products (tiles of fewer than kLutMinSamples samples, where a table tile
 // would be mostly padding): vpmaddubsw(q, t) adds pairs of sign-selected activation bytes into
@@ -114,109 +114,11 @@ void byte_dot(const uint8_t* q, size_t nsamples, const int8_t* t, size_t d_out, 
 }
 
 
-// 16 activation bytes (one input, 16 samples) as int16 lanes.
-inline __m256i load_widen(const uint8_t* v) {
-    return _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(v)));
-}
-
-// tab[(g * 16 + pattern) * 2 + half] = sum of the activations of group g's inputs k with bit k of
-// pattern set, samples 16 * half .. 16 * half + 15 (widened to int16 here).
-inline void build_tables(const uint8_t* qt, __m256i* tab) {
-    for (size_t g = 0; g < kLutChunkGroups; ++g) {
-        for (size_t h = 0; h < 2; ++h) {
-            const uint8_t* v = qt + g * kLutGroupInputs * kLutTile + 16 * h;
-            __m256i* e = tab + g * kLutPatterns * 2 + h;
-            const __m256i v0 = load_widen(v), v1 = load_widen(v + kLutTile);
-            const __m256i v2 = load_widen(v + 2 * kLutTile), v3 = load_widen(v + 3 * kLutTile);
-            const __m256i e3 = _mm256_add_epi16(v0, v1);
-            const __m256i e5 = _mm256_add_epi16(v2, v0), e6 = _mm256_add_epi16(v2, v1);
-            const __m256i e7 = _mm256_add_epi16(v2, e3);
-            e[0] = _mm256_setzero_si256(); e[2] = v0; e[4] = v1; e[6] = e3;
-            e[8] = v2; e[10] = e5; e[12] = e6; e[14] = e7;
-            e[16] = v3; e[18] = _mm256_add_epi16(v3, v0); e[20] = _mm256_add_epi16(v3, v1);
-            e[22] = _mm256_add_epi16(v3, e3); e[24] = _mm256_add_epi16(v3, v2);
-            e[26] = _mm256_add_epi16(v3, e5); e[28] = _mm256_add_epi16(v3, e6);
-            e[30] = _mm256_add_epi16(v3, e7);
-        }
-    }
-}
-
-inline __m256i entry(const char* base, uint32_t offset, size_t half) {
-    return _mm256_load_si256(reinterpret_cast<const __m256i*>(base + offset) + half);
-}
-
-// Table sums of one tile of `count` <= 32 samples. acc: d_out * 64 int32 scratch (row r: P of
-// samples 0..31, then N).
-void lut_tile(const uint8_t* q, size_t count, const uint16_t* offsets, size_t d_out, size_t stride,
-              int32_t* P, int32_t* N, int32_t* acc) {
-    alignas(32) __m256i tab[kLutChunkGroups * kLutPatterns * 2];
-    alignas(32) uint8_t qt[kChunkInputs * kLutTile];
-    const size_t ngroups = stride / kLutGroupInputs;
-    const char* base = reinterpret_cast<const char*>(tab);
-    // stride is a multiple of kTernaryAlign = 64 inputs, so every chunk has kLutChunkGroups groups
-    // and the group loop below has a constant trip count.
-    static_assert(kTernaryAlign % kChunkInputs == 0, "chunks must tile the padded input");
-    for (size_t g0 = 0; g0 < ngroups; g0 += kLutChunkGroups) {
-        transpose_chunk(q, stride, count, g0 * kLutGroupInputs, qt);
-        build_tables(qt, tab);
-        const uint16_t* o = offsets + g0 * d_out * 2;
-        for (size_t r = 0; r < d_out; ++r, o += 2 * kLutChunkGroups) {
-            __m256i p0 = _mm256_setzero_si256(), p1 = p0, n0 = p0, n1 = p0;
-            // Two groups per iteration, their four offsets from one 64-bit load (the loads, not
-            // the adds, bound this loop); not unrolled further: that spills the offsets.
-#pragma GCC unroll 1
-            for (size_t g = 0; g < kLutChunkGroups; g += 2) {
-                uint64_t four;
-                __builtin_memcpy(&four, o + 2 * g, 8);
-                const uint32_t op0 = four & 0xffffu, on0 = (four >> 16) & 0xffffu;
-                const uint32_t op1 = (four >> 32) & 0xffffu, on1 = four >> 48;
-                p0 = _mm256_add_epi16(p0, entry(base, op0, 0));
-                p1 = _mm256_add_epi16(p1, entry(base, op0, 1));
-                n0 = _mm256_add_epi16(n0, entry(base, on0, 0));
-                n1 = _mm256_add_epi16(n1, entry(base, on0, 1));
-                p0 = _mm256_add_epi16(p0, entry(base, op1, 0));
-                p1 = _mm256_add_epi16(p1, entry(base, op1, 1));
-                n0 = _mm256_add_epi16(n0, entry(base, on1, 0));
-                n1 = _mm256_add_epi16(n1, entry(base, on1, 1));
-            }
-            // Lanes are sums of at most 64 bytes (<= 16320): unsigned widening is exact.
-            const __m256i w[8] = {_mm256_cvtepu16_epi32(_mm256_castsi256_si128(p0)),
-                                  _mm256_cvtepu16_epi32(_mm256_extracti128_si256(p0, 1)),
-                                  _mm256_cvtepu16_epi32(_mm256_castsi256_si128(p1)),
-                                  _mm256_cvtepu16_epi32(_mm256_extracti128_si256(p1, 1)),
-                                  _mm256_cvtepu16_epi32(_mm256_castsi256_si128(n0)),
-                                  _mm256_cvtepu16_epi32(_mm256_extracti128_si256(n0, 1)),
-                                  _mm256_cvtepu16_epi32(_mm256_castsi256_si128(n1)),
-                                  _mm256_cvtepu16_epi32(_mm256_extracti128_si256(n1, 1))};
-            __m256i* a = reinterpret_cast<__m256i*>(acc + r * 2 * kLutTile);
-            if (g0 == 0) {
-                for (size_t k = 0; k < 8; ++k) _mm256_store_si256(a + k, w[k]);
-            } else {
-                for (size_t k = 0; k < 8; ++k) {
-                    _mm256_store_si256(a + k, _mm256_add_epi32(_mm256_load_si256(a + k), w[k]));
-                }
-            }
-        }
-    }
-    store_tile_sums(acc, count, d_out, P, N);
-}
-
 }  // namespace
 
 void ternary_dot_avx2(const uint8_t* q, size_t nsamples, const int8_t* t, const uint16_t* offsets,
-                      size_t d_out, size_t stride, int32_t* P, int32_t* N) {
-    size_t s = 0;
-    if (nsamples >= kLutMinSamples) {
-        // 32-byte aligned (the rows are whole registers); new[] of a over-aligned type is C++17.
-        __m256i* acc = new __m256i[d_out * 2 * kLutTile / 8];
-        for (; s + kLutMinSamples <= nsamples; s += kLutTile) {
-            const size_t count = nsamples - s < kLutTile ? nsamples - s : kLutTile;
-            lut_tile(q + s * stride, count, offsets, d_out, stride, P + s * d_out, N + s * d_out,
-                     reinterpret_cast<int32_t*>(acc));
-        }
-        delete[] acc;
-        if (s > nsamples) s = nsamples;
-    }
+                      size_t d_out, size_t d_in, size_t stride, int32_t* P, int32_t* N) {
+    const size_t s = lut_dot(q, nsamples, offsets, d_out, d_in, stride, P, N);
     if (s < nsamples) byte_dot(q + s * stride, nsamples - s, t, d_out, stride, P + s * d_out, N + s * d_out);
 }
 

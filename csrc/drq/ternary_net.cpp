@@ -138,8 +138,8 @@ TernaryNet::TernaryNet(size_t d_in, const float* in_scale, const float* in_shift
                 layer.cnt_pos[r] = static_cast<float>(np);
                 layer.cnt_neg[r] = static_cast<float>(nn);
             }
-            layer.lut_offsets.resize(spec.d_out * (layer.stride / kLutGroupInputs) * 2);
-            ternary_lut_offsets(layer.t.data(), spec.d_out, layer.stride, layer.lut_offsets.data());
+            layer.lut_offsets.resize(spec.d_out * ternary_lut_groups(spec.d_in) * 2);
+            ternary_lut_offsets(layer.t.data(), spec.d_out, spec.d_in, layer.stride, layer.lut_offsets.data());
         } else {
             layer.weight.assign(spec.d_out * layer.stride, 0.0f);
             for (size_t r = 0; r < spec.d_out; ++r) {
@@ -175,7 +175,7 @@ DRQ_TILE_INLINE void TernaryNet::forward_tile(const T* x, size_t count, float* o
                 quantise(s.act.data() + i * width, width, L.stride, s.q.data() + i * L.stride,
                          &s.lo[i], &s.step[i]);
             }
-            ternary_dot(s.q.data(), count, L.t.data(), L.lut_offsets.data(), L.d_out, L.stride,
+            ternary_dot(s.q.data(), count, L.t.data(), L.lut_offsets.data(), L.d_out, L.d_in, L.stride,
                         s.P.data(), s.N.data());
             for (size_t i = 0; i < count; ++i) {
                 const float lo = s.lo[i], step = s.step[i];

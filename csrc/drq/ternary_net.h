@@ -48,7 +48,7 @@ private:
         bool ternary;
         size_t d_in, d_out, stride;     // stride: d_in rounded up to kTernaryAlign
         std::vector<int8_t> t;          // ternary: d_out * stride weights' signs (+1, 0, -1)
-        std::vector<uint16_t> lut_offsets;  // ternary: d_out * (stride / 4) * 2 (ternary_lut_offsets)
+        std::vector<uint16_t> lut_offsets;  // ternary: d_out * ternary_lut_groups(d_in) * 2 (ternary_lut_offsets)
         std::vector<float> cnt_pos, cnt_neg;  // ternary: d_out, popcount of each mask row
         float w_pos, w_neg;
         std::vector<float> weight;  // float: d_out * stride

@@ -4,7 +4,7 @@
 namespace drq {
 
 void ternary_dot_ref(const uint8_t* q, size_t nsamples, const int8_t* t, const uint16_t* /*offsets*/,
-                     size_t d_out, size_t stride, int32_t* P, int32_t* N) {
+                     size_t d_out, size_t /*d_in*/, size_t stride, int32_t* P, int32_t* N) {
     for (size_t s = 0; s < nsamples; ++s) {
         const uint8_t* qs = q + s * stride;
         for (size_t r = 0; r < d_out; ++r) {

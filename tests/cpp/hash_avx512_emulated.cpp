@@ -16,24 +16,34 @@ int main() {
     std::mt19937_64 rng(2026);
     int cases = 0, failures = 0;
     // Ternary sums: strides of 1, 2 and 40 chunks (40 * 64 bytes > the 16-bit flush bound of 64
-    // chunks of 32 bytes), sample counts for the byte kernel (1, 4, 7: with and without a tail
-    // after the blocks of 4) and the table kernel (full and partial tiles of 32, a byte-kernel tail).
+    // chunks of 32 bytes), with d_in = stride (64) and d_in short of it (115, 2518: a last table
+    // group reaching past d_in, partial table chunks, and more than kLutChunksPer16Bit chunks);
+    // sample counts for the byte kernel (1, 4, 7: with and without a tail after the blocks of 4)
+    // and the table kernel (full and partial tiles of 16, a byte-kernel tail).
     for (size_t stride : {size_t(64), size_t(128), size_t(2560)}) {
+        const size_t d_in = stride == 64 ? 64 : (stride == 128 ? 115 : 2518);
         for (size_t ns : {size_t(1), size_t(4), size_t(7), size_t(12), size_t(17), size_t(33), size_t(64)}) {
             for (size_t d_out : {size_t(1), size_t(9), size_t(17)}) {
-                std::vector<uint8_t> q(ns * stride);
-                std::vector<int8_t> t(d_out * stride);
-                for (auto& v : q) v = static_cast<uint8_t>(rng() & 0xff);
-                for (auto& v : t) v = static_cast<int8_t>(static_cast<int>(rng() % 3) - 1);
+                std::vector<uint8_t> q(ns * stride, 0);
+                std::vector<int8_t> t(d_out * stride, 0);
+                for (size_t s = 0; s < ns; ++s) {
+                    for (size_t j = 0; j < d_in; ++j) q[s * stride + j] = static_cast<uint8_t>(rng() & 0xff);
+                }
+                for (size_t r = 0; r < d_out; ++r) {
+                    for (size_t j = 0; j < d_in; ++j) {
+                        t[r * stride + j] = static_cast<int8_t>(static_cast<int>(rng() % 3) - 1);
+                    }
+                }
                 std::vector<int32_t> P0(ns * d_out), N0(ns * d_out), P1(ns * d_out), N1(ns * d_out);
-                std::vector<uint16_t> offsets(d_out * (stride / kLutGroupInputs) * 2);
-                ternary_lut_offsets(t.data(), d_out, stride, offsets.data());
-                ternary_dot_ref(q.data(), ns, t.data(), offsets.data(), d_out, stride, P0.data(), N0.data());
-                ternary_dot_avx512(q.data(), ns, t.data(), offsets.data(), d_out, stride, P1.data(), N1.data());
+                std::vector<uint16_t> offsets(d_out * ternary_lut_groups(d_in) * 2);
+                ternary_lut_offsets(t.data(), d_out, d_in, stride, offsets.data());
+                ternary_dot_ref(q.data(), ns, t.data(), offsets.data(), d_out, d_in, stride, P0.data(), N0.data());
+                ternary_dot_avx512(q.data(), ns, t.data(), offsets.data(), d_out, d_in, stride, P1.data(),
+                                   N1.data());
                 ++cases;
                 if (P0 != P1 || N0 != N1) {
                     ++failures;
-                    std::printf("MISMATCH ternary stride=%zu ns=%zu d_out=%zu\n", stride, ns, d_out);
+                    std::printf("MISMATCH ternary stride=%zu d_in=%zu ns=%zu d_out=%zu\n", stride, d_in, ns, d_out);
                 }
             }
         }
