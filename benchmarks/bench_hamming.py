@@ -2,6 +2,7 @@
 ternary encoder's images/s vs the same-architecture float MLP in torch.
 
     python benchmarks/bench_hamming.py [--threads 1 2] [--repeats 5] [--quick] [--json PATH]
+                                       [--codes random|clustered] [--skip-encoder]
 
 Prints two tables and writes nothing unless --json is given (the lead folds the numbers into
 benchmarks/results/hashing.md). Both measurements are importable:
@@ -9,7 +10,9 @@ benchmarks/results/hashing.md). Both measurements are importable:
     measure_hamming(codes_db, codes_q, nbits, k, threads) -> dict
     measure_encoder(spec, x, threads, batch_sizes=(10000, 1)) -> dict
 
-Method. Hamming: random packed codes (uint8, LSB-first as faiss uses them); for every nbits the
+Method. Hamming: random packed codes (uint8, LSB-first as faiss uses them), or with --codes
+clustered codes like learned hash codes of 10 classes (10 random centres with 0-3 random bits
+flipped: many duplicates and masses of ties at the k-th distance); for every nbits (16, 32, 48, 64) the
 same database prefix is added to a faiss.IndexBinaryFlat(nbits) and searched with the same query
 prefixes, while drqindex searches its uint64 words over the first nbits bits; codes/s = nq * n /
 median seconds. Distances are checked equal. Encoder: a 784-512-256-64 network (ReLU between
@@ -84,6 +87,18 @@ def measure_hamming(codes_db: np.ndarray, codes_q: np.ndarray, nbits: int, k: in
             "simd_level": _core.simd_level()}
 
 
+def clustered_codes(rng, n: int, nbytes: int, classes: int = 10, max_flips: int = 3) -> np.ndarray:
+    """(n, nbytes) uint8 codes: one of `classes` random centres with up to max_flips random bits
+    flipped (each flip drawn with probability 3/4), as a learned hash of 10 classes gives."""
+    centres = np.unpackbits(np.random.default_rng(1234).integers(0, 256, (classes, nbytes), dtype=np.uint8),
+                            axis=1, bitorder="little")
+    bits = centres[rng.integers(0, classes, n)]
+    for _ in range(max_flips):
+        rows = np.flatnonzero(rng.random(n) < 0.75)
+        bits[rows, rng.integers(0, 8 * nbytes, rows.size)] ^= 1
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
 def random_ternary_spec(dims=(784, 512, 256, 64), sparsity=0.5, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     layers = []
@@ -146,20 +161,32 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--codes", choices=("random", "clustered"), default="random",
+                        help="Hamming database and queries: uniform random or clustered (10 classes)")
+    parser.add_argument("--skip-encoder", action="store_true", help="only the Hamming scan")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.nq, args.repeats = 5000, 200, 2
     rng = np.random.default_rng(0)
-    db = rng.integers(0, 256, (args.n, 8), dtype=np.uint8)
-    q = rng.integers(0, 256, (args.nq, 8), dtype=np.uint8)
+    if args.codes == "clustered":
+        db, q = clustered_codes(rng, args.n, 8), clustered_codes(rng, args.nq, 8)
+    else:
+        db = rng.integers(0, 256, (args.n, 8), dtype=np.uint8)
+        q = rng.integers(0, 256, (args.nq, 8), dtype=np.uint8)
     print(f"CPU: {cpu_model()}; drqindex SIMD level {_core.simd_level()}; "
           f"AVX-512 VPOPCNTDQ: {_core.cpu_has_avx512_vpopcntdq()}")
-    ham = [measure_hamming(db, q, nbits, args.k, t, args.repeats) for t in args.threads for nbits in (16, 32, 64)]
-    print(f"\nHamming scan, n={args.n}, nq={args.nq}, k={args.k} (G codes/s, median of {args.repeats})")
+    ham = [measure_hamming(db, q, nbits, args.k, t, args.repeats) for t in args.threads for nbits in (16, 32, 48, 64)]
+    print(f"\nHamming scan, {args.codes} codes, n={args.n}, nq={args.nq}, k={args.k} "
+          f"(G codes/s, median of {args.repeats})")
     print(markdown_table(["threads", "nbits", "faiss IndexBinaryFlat", "drqindex", "speedup", "D equal"],
                          [[r["threads"], r["nbits"], f"{r['faiss_codes_per_s'] / 1e9:.2f}",
                            f"{r['drq_codes_per_s'] / 1e9:.2f}", f"{r['speedup']:.2f}x", r["distances_equal"]]
                           for r in ham]))
+    if args.skip_encoder:
+        if args.json is not None:
+            from common import machine_info, write_json
+            write_json(args.json, {"machine": machine_info(), "hamming": ham})
+        return
     spec = random_ternary_spec()
     x = rng.integers(0, 256, (2000 if args.quick else 10000, 28, 28), dtype=np.uint8)
     batches = (x.shape[0], 1)

@@ -81,6 +81,112 @@ def test_threads_and_slices_give_identical_results(threads):
         np.testing.assert_array_equal(I, base[1][:nq])
 
 
+def learned_like_codes(rng, n, nbytes, classes=10, max_flips=3):
+    """Codes of a few classes: each a class centre with 0..max_flips random bits flipped, so many
+    codes are exact duplicates and thousands tie at the k-th distance."""
+    centres = np.unpackbits(rng.integers(0, 256, (classes, nbytes), dtype=np.uint8), axis=1, bitorder="little")
+    bits = centres[rng.integers(0, classes, n)]
+    for _ in range(max_flips):
+        rows = np.flatnonzero(rng.random(n) < 0.7)
+        bits[rows, rng.integers(0, nbytes * 8, rows.size)] ^= 1
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def _id_orders(rng, n):
+    """Ids that increase with storage position (ties at the threshold can stop early) and ids
+    that do not (every tie must be kept)."""
+    return {
+        "none": None,
+        "increasing with gaps": np.cumsum(rng.integers(1, 4, n)).astype(np.int64),
+        "non-decreasing with repeats": np.repeat(np.arange((n + 1) // 2, dtype=np.int64), 2)[:n],
+        "permuted": rng.permutation(n).astype(np.int64),
+        "decreasing": np.arange(n, dtype=np.int64)[::-1].copy(),
+        "sorted but one swap": np.concatenate([[1, 0], np.arange(2, n)]).astype(np.int64),
+    }
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("nbytes,nbits", [(8, 16), (8, 64), (16, 40)])
+def test_ties_of_clustered_codes_for_every_id_order(level, nbytes, nbits):
+    """Learned-hash-like codes: with sorted ids the scan drops codes tying at the threshold (and
+    stops a query with k codes at distance 0); results stay those of the scalar reference."""
+    rng = np.random.default_rng(nbits)
+    n = 6003  # several tiles, not a multiple of 16
+    db = learned_like_codes(rng, n, nbytes)
+    q = np.concatenate([learned_like_codes(rng, 6, nbytes), db[:2]])
+    W = (nbytes * 8 + 63) // 64
+    codes, queries = pack_words(db, W), pack_words(q, W)
+    _core.set_simd_level(level)
+    for name, ids in _id_orders(rng, n).items():
+        for k in (1, 37, 300, 1000):  # 300 and 1000 exceed the codes at distance 0
+            D, I = _core.hamming_search(codes, ids, queries, nbits, k)
+            Dr, Ir = _core.hamming_search_reference(codes, ids, queries, nbits, k)
+            np.testing.assert_array_equal(D, Dr, err_msg=f"{name} k={k}")
+            np.testing.assert_array_equal(I, Ir, err_msg=f"{name} k={k}")
+    D, I = _core.hamming_search(codes, None, queries, nbits, 37)
+    Dr, Ir = brute_force(db, q, nbits, 37)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+
+
+@pytest.mark.parametrize("threads", [2])
+def test_two_threads_with_ties_match_reference(threads):
+    """Query groups (many queries) and database slices (one query) on 2 threads, sorted and
+    unsorted ids: the slice merge must keep the tie order too."""
+    rng = np.random.default_rng(5)
+    n = 40000
+    db = learned_like_codes(rng, n, 8)
+    codes = pack_words(db, 1)
+    queries = pack_words(np.concatenate([learned_like_codes(rng, 20, 8), db[:3]]), 1)
+    _core.set_num_threads(threads)
+    for name, ids in _id_orders(rng, n).items():
+        for nq in (1, 4, 23):  # 1: database slices, ids not checked for order; 4, 23: checked
+            for nbits, k in ((64, 100), (24, 500)):
+                D, I = _core.hamming_search(codes, ids, queries[:nq], nbits, k)
+                Dr, Ir = _core.hamming_search_reference(codes, ids, queries[:nq], nbits, k)
+                np.testing.assert_array_equal(D, Dr, err_msg=f"{name} nq={nq}")
+                np.testing.assert_array_equal(I, Ir, err_msg=f"{name} nq={nq}")
+
+
+def test_database_slices_with_ties_match_reference():
+    """Fewer queries than threads and enough codes: every thread scans a slice of the database
+    and the slices' candidates are merged; ties at the k-th distance must come out in (id,
+    position) order for sorted ids (1 and 4 queries: the ids are checked from 4 queries on) and
+    unsorted ids."""
+    rng = np.random.default_rng(8)
+    n = (1 << 21) + 5  # slices need nq * n >= threads * 2^20 code words
+    centres = rng.integers(0, 1 << 63, 10, dtype=np.uint64)
+    codes = centres[rng.integers(0, 10, n)]
+    for _ in range(3):  # 0-3 flipped bits: duplicates and ties
+        flip = np.uint64(1) << rng.integers(0, 64, n).astype(np.uint64)
+        codes ^= np.where(rng.random(n) < 0.7, flip, np.uint64(0))
+    codes = codes[:, None]
+    queries = np.concatenate([codes[[3, 17]], centres[:2, None]])
+    _core.set_num_threads(5)
+    for ids in (None, np.arange(n, dtype=np.int64) * 2, rng.permutation(n).astype(np.int64)):
+        Dr, Ir = _core.hamming_search_reference(codes, ids, queries, 64, 300)
+        for nq in (1, 4):
+            D, I = _core.hamming_search(codes, ids, queries[:nq], 64, 300)
+            np.testing.assert_array_equal(D, Dr[:nq])
+            np.testing.assert_array_equal(I, Ir[:nq])
+
+
+def test_random_codes_every_prefix_match_reference():
+    """Random 64-bit codes (the benchmark's case) for every prefix the index accepts, n not a
+    multiple of 16: the AVX2 block kernel, its tail and the chunked first tile."""
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 1 << 63, (5011, 1), dtype=np.uint64) ^ rng.integers(0, 2, (5011, 1), dtype=np.uint64) << 63
+    queries = rng.integers(0, 1 << 63, (9, 1), dtype=np.uint64)
+    for level in LEVELS:
+        _core.set_simd_level(level)
+        for nbits in range(8, 65, 8):
+            for k in (1, 100):
+                D, I = _core.hamming_search(codes, None, queries, nbits, k)
+                Dr, Ir = _core.hamming_search_reference(codes, None, queries, nbits, k)
+                np.testing.assert_array_equal(D, Dr)
+                np.testing.assert_array_equal(I, Ir)
+
+
 def test_duplicate_codes_rank_by_id_in_linear_time():
     codes = np.zeros((50000, 1), np.uint64)  # every distance ties
     ids = np.arange(50000, dtype=np.int64)[::-1].copy()

@@ -30,6 +30,8 @@ constexpr size_t kMaxQueryGroup = 8;
 // Code words compared per worker below which another thread is not worth starting.
 constexpr size_t kMinWordsPerWorker = size_t(1) << 20;
 constexpr size_t kMinSliceCodes = 8192;
+// Queries from which checking that the ids are sorted pays off (see hamming_search).
+constexpr size_t kMinQueriesForIdCheck = 4;
 
 struct HammingCandidate {
     uint32_t dist;
@@ -37,56 +39,119 @@ struct HammingCandidate {
 };
 
 // Keeps every code that may still be among the k nearest of one query (see hamming.h).
+//
+// keep_ is the smallest distance with at least k candidates at or below it (nbits while there
+// are fewer than k candidates): codes farther than keep_ can never be among the k best. When ids
+// increase with storage position (`sorted`), codes arrive in increasing (id, position) order, so
+// once k candidates are at distance <= keep_ a later code at distance keep_ ranks behind all of
+// them: new codes must then be strictly closer (threshold() == keep_ - 1), and with k codes at
+// distance 0 the query is done. This matters for clustered codes (learned hash codes of a few
+// classes), where thousands of codes tie at keep_.
 class HammingSelector {
 public:
-    void reset(size_t k, size_t nbits) {
+    void reset(size_t k, size_t nbits, bool sorted) {
         k_ = k;
-        threshold_ = static_cast<uint32_t>(nbits);
-        below_ = 0;
+        sorted_ = sorted;
+        keep_ = static_cast<uint32_t>(nbits);
+        at_or_below_ = 0;
         counts_.assign(nbits + 1, 0);
         candidates_.clear();
         compact_at_ = 2 * k + 1024;
     }
 
-    // Codes with distance <= threshold() may still enter (the filter kernels' threshold).
-    uint32_t threshold() const { return threshold_; }
+    // No later code can enter: skip the rest of the scan.
+    bool done() const { return sorted_ && keep_ == 0 && full(); }
 
-    // Offers `count` codes that passed the filter: positions pos_base + pos[i], distances dist[i].
+    // Codes with distance <= threshold() may still enter (the filter kernels' threshold); only
+    // meaningful while !done().
+    uint32_t threshold() const { return sorted_ && full() ? keep_ - 1 : keep_; }
+
+    // Offers `count` codes that passed the filter at threshold(), in increasing position:
+    // positions pos_base + pos[i], distances dist[i]. Counting the whole batch before appending
+    // lowers keep_ once per batch, so a first tile where everything passes appends only its k
+    // or so nearest codes.
     void offer(const uint32_t* pos, const uint16_t* dist, size_t count, size_t pos_base) {
-        for (size_t i = 0; i < count; ++i) {
-            // The filter used the threshold of the tile's start; it may have dropped since.
-            if (dist[i] <= threshold_) add(dist[i], pos_base + pos[i]);
+        // Locals, not members: the compiler cannot tell that the counts_ stores leave the
+        // members alone, and a member updated per code is a store-to-load chain.
+        size_t* counts = counts_.data();
+        const uint32_t keep = keep_;
+        size_t added = 0;
+        for (size_t i = 0; i < count; ++i) {  // branch-free: early tiles pass many codes
+            const bool in = dist[i] <= keep;
+            counts[dist[i]] += in;
+            added += in;
         }
+        at_or_below_ += added;
+        lower();
+        // Branch-free append into room for all `count` (a push_back per code reloads and
+        // stores the vector's end pointer every time).
+        const uint32_t lowered = keep_;
+        const size_t size = candidates_.size();
+        candidates_.resize(size + count);
+        HammingCandidate* out = candidates_.data() + size;
+        size_t appended = 0;
+        for (size_t i = 0; i < count; ++i) {
+            out[appended] = HammingCandidate{dist[i], pos_base + pos[i]};
+            appended += dist[i] <= lowered;
+        }
+        candidates_.resize(size + appended);
+        if (candidates_.size() >= compact_at_) compact();
     }
 
+    // Adds the candidates of a selector over a later database slice (same k, nbits, sorted).
     void merge(const HammingSelector& other) {
         for (const HammingCandidate& c : other.candidates_) {
-            if (c.dist <= other.threshold_ && c.dist <= threshold_) add(c.dist, c.pos);
+            if (c.dist <= other.keep_) count_one(c.dist);
         }
+        lower();
+        for (const HammingCandidate& c : other.candidates_) {
+            if (c.dist <= other.keep_ && c.dist <= keep_) candidates_.push_back(c);
+        }
+        if (candidates_.size() >= compact_at_) compact();
     }
 
     // Writes the k best (distance, id, position) best first, with (INT32_MAX, -1) padding.
+    // Leaves the selector to be reset.
     void write(const int64_t* ids, int32_t* distances, int64_t* labels) {
-        const uint32_t t = threshold_;
-        candidates_.erase(std::remove_if(candidates_.begin(), candidates_.end(),
-                                         [t](const HammingCandidate& c) { return c.dist > t; }),
-                          candidates_.end());
         const auto id_of = [ids](size_t pos) { return ids ? ids[pos] : static_cast<int64_t>(pos); };
-        const auto before = [&](const HammingCandidate& a, const HammingCandidate& b) {
-            if (a.dist != b.dist) return a.dist < b.dist;
-            const int64_t ia = id_of(a.pos), ib = id_of(b.pos);
-            if (ia != ib) return ia < ib;
-            return a.pos < b.pos;
-        };
-        const size_t found = std::min(k_, candidates_.size());
-        if (candidates_.size() > k_) {
-            std::nth_element(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(k_),
-                             candidates_.end(), before);
-        }
-        std::sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(found), before);
-        for (size_t r = 0; r < found; ++r) {
-            distances[r] = static_cast<int32_t>(candidates_[r].dist);
-            labels[r] = id_of(candidates_[r].pos);
+        const size_t found = std::min(k_, at_or_below_);
+        if (sorted_) {
+            // Candidates are in increasing position, hence (id, position) order: a counting sort
+            // by distance gives the final order. counts_[d] becomes the first slot of distance d.
+            size_t slot = 0;
+            for (uint32_t d = 0; d <= keep_; ++d) {
+                const size_t c = counts_[d];
+                counts_[d] = slot;
+                slot += c;
+            }
+            for (const HammingCandidate& c : candidates_) {
+                if (c.dist > keep_) continue;
+                const size_t r = counts_[c.dist]++;
+                if (r < k_) {
+                    distances[r] = static_cast<int32_t>(c.dist);
+                    labels[r] = id_of(c.pos);
+                }
+            }
+        } else {
+            const uint32_t t = keep_;
+            candidates_.erase(std::remove_if(candidates_.begin(), candidates_.end(),
+                                             [t](const HammingCandidate& c) { return c.dist > t; }),
+                              candidates_.end());
+            const auto before = [&](const HammingCandidate& a, const HammingCandidate& b) {
+                if (a.dist != b.dist) return a.dist < b.dist;
+                const int64_t ia = id_of(a.pos), ib = id_of(b.pos);
+                if (ia != ib) return ia < ib;
+                return a.pos < b.pos;
+            };
+            if (candidates_.size() > k_) {
+                std::nth_element(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(k_),
+                                 candidates_.end(), before);
+            }
+            std::sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(found), before);
+            for (size_t r = 0; r < found; ++r) {
+                distances[r] = static_cast<int32_t>(candidates_[r].dist);
+                labels[r] = id_of(candidates_[r].pos);
+            }
         }
         for (size_t r = found; r < k_; ++r) {
             distances[r] = INT32_MAX;
@@ -95,39 +160,43 @@ public:
     }
 
 private:
-    void add(uint32_t dist, size_t pos) {
-        candidates_.push_back(HammingCandidate{dist, pos});
-        ++counts_[dist];
-        if (dist < threshold_) {
-            ++below_;
-            // Lower the threshold while at least k candidates are strictly below it: a code at
-            // the old threshold can no longer be among the k best.
-            while (below_ >= k_) {
-                --threshold_;
-                below_ -= counts_[threshold_];
-            }
-        }
-        if (candidates_.size() >= compact_at_) compact();
+    // At least k candidates at distance <= keep_.
+    bool full() const { return at_or_below_ >= k_; }
+
+    // Branch-free: early tiles pass many codes at unpredictable distances.
+    void count_one(uint32_t dist) {
+        const bool in = dist <= keep_;
+        counts_[dist] += in;
+        at_or_below_ += in;
     }
 
-    // Drops the candidates above the threshold (their counts are never read again: the
-    // threshold only decreases).
+    // Lowers keep_ while at least k candidates remain at distance <= keep_ - 1.
+    void lower() {
+        while (keep_ > 0 && at_or_below_ - counts_[keep_] >= k_) {
+            at_or_below_ -= counts_[keep_];
+            --keep_;
+        }
+    }
+
+    // Drops the candidates above keep_ (their counts are never read again: keep_ only
+    // decreases).
     void compact() {
-        const uint32_t t = threshold_;
+        const uint32_t t = keep_;
         candidates_.erase(std::remove_if(candidates_.begin(), candidates_.end(),
                                          [t](const HammingCandidate& c) { return c.dist > t; }),
                           candidates_.end());
-        // Many ties at the threshold (e.g. duplicate codes) can keep most candidates: compact
-        // again only after the list doubles, so the cost stays linear.
+        // Many ties at keep_ (e.g. duplicate codes) can keep most candidates: compact again
+        // only after the list doubles, so the cost stays linear.
         compact_at_ = std::max(2 * k_ + 1024, 2 * candidates_.size());
     }
 
     size_t k_ = 0;
+    bool sorted_ = false;
     size_t compact_at_ = 0;
-    uint32_t threshold_ = 0;  // codes with dist <= threshold_ may enter
-    size_t below_ = 0;        // candidates with dist < threshold_
-    std::vector<size_t> counts_;
-    std::vector<HammingCandidate> candidates_;
+    uint32_t keep_ = 0;        // candidates with dist <= keep_ may be among the k best
+    size_t at_or_below_ = 0;   // candidates with dist <= keep_
+    std::vector<size_t> counts_;  // counts_[d]: candidates at distance d (exact for d <= keep_)
+    std::vector<HammingCandidate> candidates_;  // in increasing position
 };
 
 uint64_t last_word_mask(size_t nbits) {
@@ -154,6 +223,12 @@ void hamming_search(const HammingSearchParams& p, int32_t* distances, int64_t* l
     validate_hamming_search(p);
     if (p.nq == 0) return;
     const HammingFilterFn kernel = hamming_filter_for(level);
+    // Ties at the threshold are decided by position alone when ids increase with it (see
+    // HammingSelector). Checking the ids costs about one query's scan (serial, even when the
+    // scan is split over threads), so it is only done for several queries; with fewer, ties
+    // are kept as for unsorted ids (same results, slower only when many codes tie).
+    const bool sorted =
+        p.ids == nullptr || (p.nq >= kMinQueriesForIdCheck && std::is_sorted(p.ids, p.ids + p.n));
     const size_t words = (p.nbits + 63) / 64;
     const uint64_t mask = last_word_mask(p.nbits);
 
@@ -194,15 +269,23 @@ void hamming_search(const HammingSearchParams& p, int32_t* distances, int64_t* l
         Scratch& s = scratch[static_cast<size_t>(worker)];
         HammingSelector* selectors =
             nslices == 1 ? s.selectors.data() : slice_selectors.data() + slice * p.nq + q0;
-        for (size_t q = q0; q < q1; ++q) selectors[q - q0].reset(p.k, p.nbits);
+        for (size_t q = q0; q < q1; ++q) selectors[q - q0].reset(p.k, p.nbits, sorted);
         for (size_t tile = begin; tile < end; tile += kTileCodes) {
             if (interrupter.should_stop(worker)) return;
             const size_t count = std::min(kTileCodes, end - tile);
             for (size_t q = q0; q < q1; ++q) {
                 HammingSelector& selector = selectors[q - q0];
-                const size_t passed = kernel(p.codes + tile * p.W, count, p.W, p.queries + q * p.W, words,
-                                             mask, selector.threshold(), s.pos.data(), s.dist.data());
-                selector.offer(s.pos.data(), s.dist.data(), passed, tile);
+                for (size_t at = tile; at < tile + count && !selector.done();) {
+                    // The kernel filters a call's codes at the threshold of its start, and until
+                    // k codes are kept everything passes. The first tile is therefore scanned in
+                    // chunks that double (a few k codes, then as many as scanned so far): each
+                    // chunk passes about k codes, instead of the whole tile passing.
+                    const size_t len = std::min(tile + count - at, std::max({at - begin, 2 * p.k, size_t{256}}));
+                    const size_t passed = kernel(p.codes + at * p.W, len, p.W, p.queries + q * p.W, words, mask,
+                                                 selector.threshold(), s.pos.data(), s.dist.data());
+                    selector.offer(s.pos.data(), s.dist.data(), passed, at);
+                    at += len;
+                }
             }
         }
         if (nslices == 1) {
@@ -215,7 +298,7 @@ void hamming_search(const HammingSearchParams& p, int32_t* distances, int64_t* l
     if (nslices > 1) {
         HammingSelector merged;
         for (size_t q = 0; q < p.nq; ++q) {
-            merged.reset(p.k, p.nbits);
+            merged.reset(p.k, p.nbits, sorted);
             for (size_t slice = 0; slice < nslices; ++slice) merged.merge(slice_selectors[slice * p.nq + q]);
             merged.write(p.ids, distances + q * p.k, labels + q * p.k);
         }

@@ -13,7 +13,12 @@
 // Top-k selection exploits the small integer distances: each (query, database slice) keeps a
 // candidate list and a count per distance value, and a threshold t with at least k kept
 // candidates at distance <= t; only codes with distance <= t are ever appended (almost none once
-// t has dropped), so there is no heap on the hot path.
+// t has dropped), so there is no heap on the hot path. When ids increase with storage position
+// (no ids, or sorted ids: checked once per search of >= 4 queries) a later code at distance t
+// ranks behind the k kept ones, so the filter then takes distance <= t - 1 and a query with k
+// codes at distance 0 stops scanning: duplicate and near-duplicate codes (learned hash codes of
+// a few classes) no longer pass in masses. Unsorted ids keep every tie at t (exact results
+// either way).
 //
 // The per-ISA distance kernels (hamming_avx2.cpp, hamming_avx512.cpp) include no C++ standard
 // library templates (see adc.h).
@@ -40,7 +45,8 @@ size_t hamming_filter_ref(const uint64_t* codes, size_t n, size_t W, const uint6
                           size_t words, uint64_t last_mask, uint32_t threshold, uint32_t* pos_out,
                           uint16_t* dist_out);
 #if defined(DRQ_HAVE_X86_SIMD)
-// Hardware popcnt (scalar): used at the AVX2 level (all AVX2 CPUs have POPCNT).
+// Used at the AVX2 level: for one-word codes stored one word each (W == 1, words == 1) a
+// pshufb/vpsadbw popcount of 16 codes per step, else hardware popcnt (all AVX2 CPUs have POPCNT).
 size_t hamming_filter_avx2(const uint64_t* codes, size_t n, size_t W, const uint64_t* query,
                            size_t words, uint64_t last_mask, uint32_t threshold, uint32_t* pos_out,
                            uint16_t* dist_out);
