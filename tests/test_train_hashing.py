@@ -11,7 +11,7 @@ from drqindex.data import hamming_distances, hamming_ranking_metrics, mean_avera
 torch = pytest.importorskip("torch")
 
 from drqindex.train import HashStudent, HashTeacher  # noqa: E402
-from drqindex.train.hashing import _TTQFunction, pack_bits  # noqa: E402
+from drqindex.train.hashing import _TTQFunction, augment_images, augmented_views, pack_bits  # noqa: E402
 
 N_CLASSES = 6
 
@@ -220,6 +220,49 @@ def test_distill_rejects_mismatched_or_untrained_teacher(teacher, data):
     assert short.encode(xt[:3]).shape == (3, 2)
     with pytest.raises(TypeError, match="teacher"):
         _student().distill("teacher", xt, yt)
+
+
+# --------------------------------------------------------------------------- augmentation, class distillation
+def test_augment_images_shifts_flips_deterministic():
+    x = np.zeros((50, 28, 28), dtype=np.float32)
+    x[:, 10, 5] = 7.0  # one bright pixel: each copy must hold it moved by at most 2 pixels (or mirrored)
+    a = augment_images(x.reshape(50, -1), max_shift=2, flip=True, seed=3)
+    assert a.shape == (50, 784) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, augment_images(x.reshape(50, -1), max_shift=2, flip=True, seed=3))
+    assert not np.array_equal(a, augment_images(x.reshape(50, -1), max_shift=2, flip=True, seed=4))
+    cols = set()
+    for img in a.reshape(50, 28, 28):
+        (r, c), = np.argwhere(img == 7.0)  # exactly one copy of the pixel, nothing else
+        assert img.sum() == 7.0 and abs(r - 10) <= 2
+        assert abs(c - 5) <= 2 or abs(c - 22) <= 2  # 22 = the mirrored column 27 - 5
+        cols.add(c)
+    assert any(c > 14 for c in cols) and any(c < 14 for c in cols)  # flipped and unflipped both occur
+    np.testing.assert_array_equal(augment_images(x.reshape(50, -1), max_shift=0, flip=False), x.reshape(50, -1))
+    v = augmented_views(x.reshape(50, -1), 3, seed=3)
+    assert v.shape == (150, 784)
+    np.testing.assert_array_equal(v[:50], x.reshape(50, -1))  # view 0: the images themselves
+    np.testing.assert_array_equal(v[50:100], a)
+
+
+def test_distill_with_views_and_class_kd(teacher, data):
+    xt, yt, _, _ = data
+    s = _student(ternary=True, views=3, class_kd_weight=1.0, cls_weight=0.5, epochs=2).distill(teacher, xt, yt)
+    assert {"dsh", "kd", "class_kd", "ce"} <= set(s.history_[0])
+    assert _map(s, data, 32) > 0.5
+    # the training-only class head is not part of the exported encoder
+    spec = s.export_spec()
+    assert [layer["scale"].shape[0] for layer in spec["layers"]] == [64, 32, 32]
+    again = _student(ternary=True, views=3, class_kd_weight=1.0, cls_weight=0.5, epochs=2).distill(teacher, xt, yt)
+    np.testing.assert_array_equal(again.embed(xt[:20]), s.embed(xt[:20]))
+    f = _student(ternary=False, views=2, epochs=1).fit(xt, yt)  # the no-teacher student sees the same views
+    assert f.encode(xt[:3]).shape == (3, 4)
+    u, c = teacher.embed_with_class(xt[:5])
+    assert u.shape == (5, 32) and c.shape == (5, N_CLASSES)
+    np.testing.assert_array_equal(u, teacher.embed(xt[:5]))
+    with pytest.raises(ValueError, match="views"):
+        _student(views=0)
+    with pytest.raises(ValueError, match="temperature"):
+        _student(temperature=0.0)
 
 
 # --------------------------------------------------------------------------- errors and determinism
