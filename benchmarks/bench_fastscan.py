@@ -11,10 +11,11 @@
 
     Bytes: faiss PQ4 fast scan reads B bytes per vector at budget B. DRQ-fs L2 reads ceil(m/2)
     code bytes + 1 norm byte: the "equal bytes" row uses m = 2 (B - 1) iterations (B bytes
-    scanned); it stores 64 code bytes + 64 norm bytes (one per even prefix) per vector, all budgets
-    served by the one index. "rerank R": the quantised scan keeps max(k, R) candidates, whose exact
-    float-table sums (same codes, same 8-bit norm) pick and order the k reported; R = k re-sorts the
-    k kept candidates (same candidate set as R = 0).
+    scanned); the index stores the norm byte of the searched prefixes only (m = 2 (B - 1) and
+    2 B for each budget: 8 slots), i.e. 64 code bytes + 8 norm bytes = 72 bytes per vector, all
+    budgets served by the one index ("bytes stored" in the rows). "rerank R": the quantised scan
+    keeps max(k, R) candidates, whose exact float-table sums (same codes, same 8-bit norm) pick and
+    order the k reported; R = k re-sorts the k kept candidates (same candidate set as R = 0).
 
     python benchmarks/bench_fastscan.py                  # 1 and 2 threads, markdown + json on stdout
     python benchmarks/bench_fastscan.py --threads 1 --quick
@@ -87,10 +88,16 @@ def train_or_load_model(xb, iters: int = MODEL_ITERS, refine_rounds: int = 2, se
     return cb, info
 
 
-def build_drq_index(codebooks, xb, metric=None):
+def searched_prefixes(iters: int = MODEL_ITERS) -> list:
+    """Prefix lengths run() searches: 2 (B - 1) (B bytes scanned) and 2 B (B code bytes + norm)."""
+    return sorted({m for B in BYTES for m in (2 * (B - 1), 2 * B) if m <= iters})
+
+
+def build_drq_index(codebooks, xb, metric=None, norm_prefixes=None):
+    """norm_prefixes None: one norm byte per even prefix (IndexDRQFastScan's default)."""
     import drqindex
     metric = drqindex.METRIC_L2 if metric is None else metric
-    idx = drqindex.IndexDRQFastScan(xb.shape[1], codebooks.shape[0], metric)
+    idx = drqindex.IndexDRQFastScan(xb.shape[1], codebooks.shape[0], metric, norm_prefixes=norm_prefixes)
     idx.set_codebooks(codebooks, xb[:20000])
     idx.add(xb)
     return idx
@@ -192,7 +199,7 @@ def run(threads: int, quick: bool = False, repeats: int = 3, rq: bool = False) -
     xb, xq, gt = load_data(1000 if quick else None)
     set_threads(threads)
     cb, info = train_or_load_model(xb)
-    idx = build_drq_index(cb, xb)
+    idx = build_drq_index(cb, xb, norm_prefixes=searched_prefixes(cb.shape[0]))
     rows = []
     for B in BYTES:
         rows.append(bench_faiss_pq4fs(xb, xq, gt, B, repeats))

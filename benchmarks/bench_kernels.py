@@ -413,7 +413,7 @@ def fastscan_markdown(extra) -> list[str]:
          "model with a 4-bit codebook per iteration (two iterations per byte), encoded once; a budget of B bytes "
          "scans 2(B-1) iterations + the 8-bit norm byte of that prefix (L2), i.e. exactly B bytes per vector. "
          "`rerank R`: the R best candidates of the quantised-table scan are re-sorted with exact float tables. "
-         "Bytes stored per vector: M/2 code bytes + one norm byte per even prefix.", "",
+         "Bytes stored per vector: M/2 code bytes + one norm byte per searched prefix (column `bytes stored`).", "",
          markdown_table(["threads", "B (bytes scanned)", "method", "iters", "bytes stored", "q/s", "R@1", "10-R@10"],
                         [[r["threads"], r["bytes"], r["method"], r.get("iters"), r.get("bytes_stored"), r["qps"],
                           r["R@1"], r["10-R@10"]] for r in sorted(extra, key=lambda r: (r["threads"], r["bytes"]))]),

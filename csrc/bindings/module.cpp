@@ -633,7 +633,7 @@ void bind_fastscan(py::module_& m) {
         "fastscan_search",
         [](const PyFastScanStore& s, const py::object& tables_obj, const py::object& bias_obj,
            double sign, int64_t iters, int64_t norm_slot, int64_t k, int64_t rerank,
-           const py::object& allowed_obj, std::optional<std::string> level_name) {
+           const py::object& allowed_obj, std::optional<std::string> level_name, double norm_step) {
             py::array tables = require_array<float>(tables_obj, "tables", "float32",
                                                     {any_dim("nq"), any_dim("T"), fixed_dim(16)});
             const py::ssize_t nq = tables.shape(0);
@@ -644,6 +644,7 @@ void bind_fastscan(py::module_& m) {
             p.ntables = static_cast<size_t>(tables.shape(1));
             p.iters = to_size(iters, "iters", 1);
             p.norm_slot = static_cast<long>(norm_slot);
+            p.norm_step = static_cast<float>(norm_step);
             p.bias = data_of<float>(bias);
             p.sign = sign >= 0 ? 1.0f : -1.0f;
             p.k = to_size(k, "k", 1);
@@ -674,16 +675,17 @@ void bind_fastscan(py::module_& m) {
         },
         py::arg("store"), py::arg("tables"), py::arg("bias"), py::arg("sign"), py::arg("iters"),
         py::arg("norm_slot"), py::arg("k"), py::arg("rerank") = 0, py::arg("allowed") = py::none(),
-        py::arg("level") = py::none(),
+        py::arg("level") = py::none(), py::arg("norm_step") = 0.0,
         "fastscan_search(store, tables float32 (nq, T, 16), bias float32 (nq,), sign, iters,\n"
-        "norm_slot, k, rerank=0, allowed=None, level=None) -> (D float32 (nq, k), I int64 (nq, k)).\n"
-        "tables in kernel order (see csrc/drq/fastscan_search.h); D = sign * (bias + sum).\n"
+        "norm_slot, k, rerank=0, allowed=None, level=None, norm_step=0.0) -> (D float32 (nq, k), I int64 (nq, k)).\n"
+        "tables in kernel order (see csrc/drq/fastscan_search.h); D = sign * (bias + sum [+ norm level * norm_step]).\n"
         "level: force a SIMD level ('scalar'|'avx2'|'avx512'; tests). GIL released, Ctrl-C honoured.");
 
     m.def(
         "fastscan_scan",
         [](const std::string& level_name, const py::object& codes_obj, int64_t nbytes,
-           const py::object& extra_obj, const py::object& luts_obj) {
+           const py::object& extra_obj, const py::object& luts_obj, const py::object& factors_obj,
+           const py::object& shifts_obj) {
             const drq::SimdLevel level = drq::parse_simd_level(level_name);
             if (!drq::simd_level_supported(level)) {
                 throw std::invalid_argument("SIMD level " + level_name + " is not supported here");
@@ -703,7 +705,7 @@ void bind_fastscan(py::module_& m) {
                 extra_ptr = data_of<uint8_t>(extra);
                 extra_stride = 32;
             }
-            const py::ssize_t ntables = static_cast<py::ssize_t>(2 * nb + (extra_ptr ? 2 : 0));
+            const py::ssize_t ntables = static_cast<py::ssize_t>(2 * nb);
             py::array luts = require_array<uint8_t>(luts_obj, "luts", "uint8",
                                                     {any_dim("nq"), fixed_dim(ntables, "ntables"), fixed_dim(16)});
             const size_t nq = static_cast<size_t>(luts.shape(0));
@@ -711,18 +713,36 @@ void bind_fastscan(py::module_& m) {
                 throw std::invalid_argument("luts: 1.." + std::to_string(drq::kFastScanMaxQueries) +
                                             " queries per kernel call, got " + std::to_string(nq));
             }
+            std::vector<uint16_t> factors(nq, 0);
+            if (!factors_obj.is_none()) {
+                py::array f = require_array<uint16_t>(factors_obj, "extra_factors", "uint16",
+                                                      {fixed_dim(luts.shape(0), "nq")});
+                std::copy(data_of<uint16_t>(f), data_of<uint16_t>(f) + nq, factors.begin());
+            }
+            std::vector<uint8_t> shifts;
+            if (!shifts_obj.is_none()) {
+                py::array sh = require_array<uint8_t>(shifts_obj, "shifts", "uint8",
+                                                      {fixed_dim(luts.shape(0), "nq"), fixed_dim(static_cast<py::ssize_t>(nb), "nbytes")});
+                shifts.assign(data_of<uint8_t>(sh), data_of<uint8_t>(sh) + nq * nb);
+                for (uint8_t v : shifts) {
+                    if (v > 15) throw std::invalid_argument("shifts: expected values 0..15, got " + std::to_string(v));
+                }
+            }
             py::array_t<uint16_t> acc({static_cast<py::ssize_t>(nq), static_cast<py::ssize_t>(nblocks * 32)});
             uint16_t* acc_out = acc.mutable_data();
             py::gil_scoped_release release;
             drq::fastscan_scan_for(level)(data_of<uint8_t>(codes), nblocks, stride, nb, extra_ptr,
-                                          extra_stride, data_of<uint8_t>(luts),
+                                          extra_stride, factors.data(),
+                                          shifts.empty() ? nullptr : shifts.data(), data_of<uint8_t>(luts),
                                           static_cast<size_t>(ntables) * 16, nq, acc_out, nblocks * 32);
             return acc;
         },
         py::arg("level"), py::arg("codes"), py::arg("nbytes"), py::arg("extra"), py::arg("luts"),
+        py::arg("extra_factors") = py::none(), py::arg("shifts") = py::none(),
         "One fast-scan kernel call (tests): codes uint8 (nblocks, block_stride) blocked as in\n"
-        "fastscan_codes.h, extra None or uint8 (nblocks, 32), luts uint8 (nq, 2 nbytes [+2], 16)\n"
-        "with 1 <= nq <= 4 queries -> acc uint16 (nq, nblocks * 32).");
+        "fastscan_codes.h, extra None or uint8 (nblocks, 32), luts uint8 (nq, 2 nbytes, 16) with\n"
+        "1 <= nq <= 4 queries, extra_factors None (zeros) or uint16 (nq,), shifts None or uint8 (nq, nbytes)\n"
+        "-> acc uint16 (nq, nblocks * 32).");
     m.def(
         "fastscan_filter",
         [](const std::string& level_name, const py::object& acc_obj, int64_t threshold) {

@@ -8,6 +8,8 @@
 // 256 x high sums, mod 2^16), another adds the high bytes (lane >> 8); at the end
 // even = whole - (high << 8) mod 2^16 is exact because every true sum is below 2^16. The even /
 // odd interleave is undone once per block when storing.
+// The norm levels (extra) are widened to uint16 once per block for all queries; level * factor >> 8
+// is one mulhi of (level << 8) by the factor, added with unsigned saturation (fastscan.h).
 #include <immintrin.h>
 
 #include "fastscan.h"
@@ -34,14 +36,30 @@ inline void split_nibbles(const uint8_t* group, __m256i& lo, __m256i& hi) {
     hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
 }
 
-inline void store_block(__m256i whole, __m256i high, uint16_t* out) {
+// levels0, levels1: the 32 norm levels of the block as uint16 << 8 (vectors 0..15, 16..31), or
+// unused when !with_extra.
+inline void store_block(__m256i whole, __m256i high, bool with_extra, __m256i levels0,
+                        __m256i levels1, uint16_t factor, uint16_t* out) {
     const __m256i even = _mm256_sub_epi16(whole, _mm256_slli_epi16(high, 8));  // lane t: vector 2t
     // unpack works per 128-bit lane: t0 = vectors 0..7 | 16..23, t1 = 8..15 | 24..31.
     const __m256i t0 = _mm256_unpacklo_epi16(even, high);
     const __m256i t1 = _mm256_unpackhi_epi16(even, high);
+    __m256i r0 = _mm256_permute2x128_si256(t0, t1, 0x20);
+    __m256i r1 = _mm256_permute2x128_si256(t0, t1, 0x31);
+    if (with_extra) {
+        const __m256i f = _mm256_set1_epi16(static_cast<short>(factor));
+        r0 = _mm256_adds_epu16(r0, _mm256_mulhi_epu16(levels0, f));
+        r1 = _mm256_adds_epu16(r1, _mm256_mulhi_epu16(levels1, f));
+    }
     __m256i* dst = reinterpret_cast<__m256i*>(out);
-    _mm256_storeu_si256(dst, _mm256_permute2x128_si256(t0, t1, 0x20));
-    _mm256_storeu_si256(dst + 1, _mm256_permute2x128_si256(t0, t1, 0x31));
+    _mm256_storeu_si256(dst, r0);
+    _mm256_storeu_si256(dst + 1, r1);
+}
+
+// The 32 norm levels of a block as uint16 << 8, in vector order.
+inline void widen_levels(const uint8_t* group, __m256i& levels0, __m256i& levels1) {
+    levels0 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group))), 8);
+    levels1 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16))), 8);
 }
 
 template <int NQ>
@@ -54,15 +72,23 @@ void scan_queries(DRQ_FASTSCAN_ARGS) {
         __m256i lo, hi;
         for (size_t p = 0; p < nbytes; ++p) {
             split_nibbles(block + 32 * p, lo, hi);
-            for (int q = 0; q < NQ; ++q) add_lookups(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
-        }
-        if (extra != nullptr) {
-            split_nibbles(extra + b * extra_stride, lo, hi);
             for (int q = 0; q < NQ; ++q) {
-                add_lookups(lo, hi, luts + q * lut_stride + 32 * nbytes, whole[q], high[q]);
+                // Horner step (fastscan.h); whole and high both hold sums mod 2^16, so shifting
+                // both keeps even = whole - (high << 8) exact. Rare (a few bytes per query).
+                if (shifts != nullptr && shifts[q * nbytes + p] != 0) {
+                    const __m128i count = _mm_cvtsi32_si128(shifts[q * nbytes + p]);
+                    whole[q] = _mm256_sll_epi16(whole[q], count);
+                    high[q] = _mm256_sll_epi16(high[q], count);
+                }
+                add_lookups(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
             }
         }
-        for (int q = 0; q < NQ; ++q) store_block(whole[q], high[q], acc + q * acc_stride + 32 * b);
+        __m256i levels0 = _mm256_setzero_si256(), levels1 = _mm256_setzero_si256();
+        if (extra != nullptr) widen_levels(extra + b * extra_stride, levels0, levels1);
+        for (int q = 0; q < NQ; ++q) {
+            store_block(whole[q], high[q], extra != nullptr, levels0, levels1,
+                        extra != nullptr ? extra_factors[q] : 0, acc + q * acc_stride + 32 * b);
+        }
     }
 }
 
@@ -70,10 +96,10 @@ void scan_queries(DRQ_FASTSCAN_ARGS) {
 
 void fastscan_scan_avx2(DRQ_FASTSCAN_ARGS) {
     switch (nq) {
-        case 1: return scan_queries<1>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
-        case 2: return scan_queries<2>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
-        case 3: return scan_queries<3>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
-        default: return scan_queries<4>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+        case 1: return scan_queries<1>(codes, nblocks, block_stride, nbytes, extra, extra_stride, extra_factors, shifts, luts, lut_stride, nq, acc, acc_stride);
+        case 2: return scan_queries<2>(codes, nblocks, block_stride, nbytes, extra, extra_stride, extra_factors, shifts, luts, lut_stride, nq, acc, acc_stride);
+        case 3: return scan_queries<3>(codes, nblocks, block_stride, nbytes, extra, extra_stride, extra_factors, shifts, luts, lut_stride, nq, acc, acc_stride);
+        default: return scan_queries<4>(codes, nblocks, block_stride, nbytes, extra, extra_stride, extra_factors, shifts, luts, lut_stride, nq, acc, acc_stride);
     }
 }
 

@@ -6,7 +6,8 @@
 // an insert). Both halves use the same tables, broadcast to all four 128-bit lanes, so each
 // shuffle serves 64 vectors. Up to 4 queries share each load and nibble split; accumulation as
 // in the AVX2 kernel (whole uint16 lanes mod 2^16 plus high bytes); an odd last block takes the
-// 256-bit path.
+// 256-bit path. Norm levels (extra): one block's 32 levels widen to one 512-bit register of
+// uint16 << 8; level * factor >> 8 is a mulhi by the factor, added with unsigned saturation.
 // GCC 12's avx512fintrin.h implements unmasked intrinsics (inserti64x4, broadcast_i32x4, ...)
 // through masked builtins with an undefined pass-through operand, which -Wmaybe-uninitialized
 // reports once inlined here: a false positive in the compiler's header, silenced for this file.
@@ -58,6 +59,11 @@ inline void add_lookups_x1(__m256i lo, __m256i hi, const uint8_t* tables, __m256
     high = _mm256_add_epi16(high, _mm256_add_epi16(_mm256_srli_epi16(a, 8), _mm256_srli_epi16(c, 8)));
 }
 
+// The 32 norm levels of a block as uint16 << 8, in vector order.
+inline __m512i widen_levels(const uint8_t* group) {
+    return _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group))), 8);
+}
+
 template <int NQ>
 void scan_queries(DRQ_FASTSCAN_ARGS) {
     (void)nq;
@@ -74,21 +80,35 @@ void scan_queries(DRQ_FASTSCAN_ARGS) {
         __m512i lo, hi;
         for (size_t p = 0; p < nbytes; ++p) {
             split_nibbles_x2(block0 + 32 * p, block1 + 32 * p, lo, hi);
-            for (int q = 0; q < NQ; ++q) add_lookups_x2(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
-        }
-        if (extra != nullptr) {
-            split_nibbles_x2(extra + b * extra_stride, extra + (b + 1) * extra_stride, lo, hi);
             for (int q = 0; q < NQ; ++q) {
-                add_lookups_x2(lo, hi, luts + q * lut_stride + 32 * nbytes, whole[q], high[q]);
+                // Horner step (fastscan.h), as in the AVX2 kernel.
+                if (shifts != nullptr && shifts[q * nbytes + p] != 0) {
+                    const __m128i count = _mm_cvtsi32_si128(shifts[q * nbytes + p]);
+                    whole[q] = _mm512_sll_epi16(whole[q], count);
+                    high[q] = _mm512_sll_epi16(high[q], count);
+                }
+                add_lookups_x2(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
             }
+        }
+        __m512i levels0 = _mm512_setzero_si512(), levels1 = _mm512_setzero_si512();
+        if (extra != nullptr) {
+            levels0 = widen_levels(extra + b * extra_stride);
+            levels1 = widen_levels(extra + (b + 1) * extra_stride);
         }
         for (int q = 0; q < NQ; ++q) {
             const __m512i even = _mm512_sub_epi16(whole[q], _mm512_slli_epi16(high[q], 8));
             const __m512i t0 = _mm512_unpacklo_epi16(even, high[q]);
             const __m512i t1 = _mm512_unpackhi_epi16(even, high[q]);
+            __m512i r0 = _mm512_permutex2var_epi64(t0, first, t1);
+            __m512i r1 = _mm512_permutex2var_epi64(t0, second, t1);
+            if (extra != nullptr) {
+                const __m512i f = _mm512_set1_epi16(static_cast<short>(extra_factors[q]));
+                r0 = _mm512_adds_epu16(r0, _mm512_mulhi_epu16(levels0, f));
+                r1 = _mm512_adds_epu16(r1, _mm512_mulhi_epu16(levels1, f));
+            }
             uint16_t* out = acc + q * acc_stride + 32 * b;
-            _mm512_storeu_si512(out, _mm512_permutex2var_epi64(t0, first, t1));
-            _mm512_storeu_si512(out + 32, _mm512_permutex2var_epi64(t0, second, t1));
+            _mm512_storeu_si512(out, r0);
+            _mm512_storeu_si512(out + 32, r1);
         }
     }
     if (b < nblocks) {
@@ -98,21 +118,27 @@ void scan_queries(DRQ_FASTSCAN_ARGS) {
         __m256i lo, hi;
         for (size_t p = 0; p < nbytes; ++p) {
             split_nibbles_x1(block + 32 * p, lo, hi);
-            for (int q = 0; q < NQ; ++q) add_lookups_x1(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
-        }
-        if (extra != nullptr) {
-            split_nibbles_x1(extra + b * extra_stride, lo, hi);
             for (int q = 0; q < NQ; ++q) {
-                add_lookups_x1(lo, hi, luts + q * lut_stride + 32 * nbytes, whole[q], high[q]);
+                if (shifts != nullptr && shifts[q * nbytes + p] != 0) {
+                    const __m128i count = _mm_cvtsi32_si128(shifts[q * nbytes + p]);
+                    whole[q] = _mm256_sll_epi16(whole[q], count);
+                    high[q] = _mm256_sll_epi16(high[q], count);
+                }
+                add_lookups_x1(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
             }
         }
+        const __m512i levels = extra != nullptr ? widen_levels(extra + b * extra_stride) : _mm512_setzero_si512();
         for (int q = 0; q < NQ; ++q) {
             const __m256i even = _mm256_sub_epi16(whole[q], _mm256_slli_epi16(high[q], 8));
             const __m256i t0 = _mm256_unpacklo_epi16(even, high[q]);
             const __m256i t1 = _mm256_unpackhi_epi16(even, high[q]);
-            __m256i* dst = reinterpret_cast<__m256i*>(acc + q * acc_stride + 32 * b);
-            _mm256_storeu_si256(dst, _mm256_permute2x128_si256(t0, t1, 0x20));
-            _mm256_storeu_si256(dst + 1, _mm256_permute2x128_si256(t0, t1, 0x31));
+            // One block = 32 uint16 = one 512-bit register in vector order.
+            __m512i r = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(t0, t1, 0x20)),
+                                           _mm256_permute2x128_si256(t0, t1, 0x31), 1);
+            if (extra != nullptr) {
+                r = _mm512_adds_epu16(r, _mm512_mulhi_epu16(levels, _mm512_set1_epi16(static_cast<short>(extra_factors[q]))));
+            }
+            _mm512_storeu_si512(acc + q * acc_stride + 32 * b, r);
         }
     }
 }
@@ -121,10 +147,10 @@ void scan_queries(DRQ_FASTSCAN_ARGS) {
 
 void fastscan_scan_avx512(DRQ_FASTSCAN_ARGS) {
     switch (nq) {
-        case 1: return scan_queries<1>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
-        case 2: return scan_queries<2>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
-        case 3: return scan_queries<3>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
-        default: return scan_queries<4>(codes, nblocks, block_stride, nbytes, extra, extra_stride, luts, lut_stride, nq, acc, acc_stride);
+        case 1: return scan_queries<1>(codes, nblocks, block_stride, nbytes, extra, extra_stride, extra_factors, shifts, luts, lut_stride, nq, acc, acc_stride);
+        case 2: return scan_queries<2>(codes, nblocks, block_stride, nbytes, extra, extra_stride, extra_factors, shifts, luts, lut_stride, nq, acc, acc_stride);
+        case 3: return scan_queries<3>(codes, nblocks, block_stride, nbytes, extra, extra_stride, extra_factors, shifts, luts, lut_stride, nq, acc, acc_stride);
+        default: return scan_queries<4>(codes, nblocks, block_stride, nbytes, extra, extra_stride, extra_factors, shifts, luts, lut_stride, nq, acc, acc_stride);
     }
 }
 

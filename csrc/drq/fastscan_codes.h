@@ -17,8 +17,8 @@
 // Norm bytes: for L2, the scan needs ||xhat_m||^2, which depends on the prefix m. The store keeps
 // `nnorm` 8-bit quantised norms per vector (one per stored prefix, chosen by the caller), in the
 // same blocked byte-major layout (norm_stride = nnorm * 32): slot s of block b is the 32 bytes at
-// norms[b * norm_stride + s * 32]. A search reads one slot as one more code byte, whose two nibbles
-// index two extra tables (level and 16 * level of the quantised norm).
+// norms[b * norm_stride + s * 32]. A search reads one slot beside the code bytes and adds each
+// level times a per-query 16-bit factor to the sums (fastscan.h), outside the uint8 tables.
 //
 // Padding slots of the last block hold code 0 and are never reported. Ids: one int64 per vector.
 // Not thread-safe by itself (the Python binding holds a readers-writer lock).
@@ -89,8 +89,9 @@ private:
     void set_vector(size_t pos, const uint8_t* codes, const uint8_t* norm_codes);
 };
 
-// Largest M: a scan sums 2 ceil(M / 2) code tables plus 2 norm tables of values <= 255 in uint16;
-// M = 254 gives 256 tables, 256 * 255 = 65280 <= 65535 (M = 255 would need 258).
+// Largest M: without shifts a scan sums 2 ceil(M / 2) code tables of values <= 255 in uint16
+// (M = 254: 254 * 255 = 64770 <= 65535); kept at 254 so that files written before the norm left
+// the tables stay within the same limit.
 constexpr size_t kFastScanMaxIters = 254;
 
 }  // namespace drq

@@ -15,13 +15,11 @@ void fastscan_scan_ref(DRQ_FASTSCAN_ARGS) {
                 unsigned sum = 0;
                 for (size_t p = 0; p < nbytes; ++p) {
                     const uint8_t byte = block[p * kB + i];
-                    sum += lut[32 * p + (byte & 15)] + lut[32 * p + 16 + (byte >> 4)];
+                    if (shifts != nullptr) sum = (sum << shifts[q * nbytes + p]) & 0xffffu;
+                    sum = (sum + lut[32 * p + (byte & 15)] + lut[32 * p + 16 + (byte >> 4)]) & 0xffffu;
                 }
-                if (extra != nullptr) {
-                    const uint8_t byte = extra[b * extra_stride + i];
-                    sum += lut[32 * nbytes + (byte & 15)] + lut[32 * nbytes + 16 + (byte >> 4)];
-                }
-                out[b * kB + i] = static_cast<uint16_t>(sum);
+                if (extra != nullptr) sum += (unsigned(extra[b * extra_stride + i]) * extra_factors[q]) >> 8;
+                out[b * kB + i] = static_cast<uint16_t>(sum < 65535u ? sum : 65535u);
             }
         }
     }

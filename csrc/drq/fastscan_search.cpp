@@ -17,32 +17,73 @@ constexpr size_t kTileBytes = 32 * 1024;
 constexpr size_t kMaxQueryGroup = 8;
 // Blocks whose candidate masks are computed with one threshold.
 constexpr size_t kFilterBlocks = 8;
+// Finest per-byte table scale, as a power of two over the widest table's (fastscan_quantize_tables).
+constexpr int kFastScanMaxLevel = 8;
 // Table lookups per worker below which another thread is not worth starting.
 constexpr size_t kMinLookupsPerWorker = size_t(1) << 20;
 
 }  // namespace
 
-float fastscan_quantize_tables(const float* tables, size_t ntables, uint8_t* out, float* offset) {
+float fastscan_quantize_tables(const float* tables, size_t ntables, uint8_t* out, uint8_t* shifts,
+                               float* offset, float max_scale) {
+    const size_t nbytes = ntables / 2;
     double offset_sum = 0.0;
+    std::vector<float> mins(ntables), byte_range(nbytes, 0.0f);
     float widest = 0.0f;
-    std::vector<float> mins(ntables);
     for (size_t t = 0; t < ntables; ++t) {
         const float* table = tables + 16 * t;
         const float lo = *std::min_element(table, table + 16);
         const float hi = *std::max_element(table, table + 16);
         mins[t] = lo;
         offset_sum += lo;
+        byte_range[t / 2] = std::max(byte_range[t / 2], hi - lo);
         widest = std::max(widest, hi - lo);
     }
-    const float scale = widest > 0.0f ? 255.0f / widest : 1.0f;
-    for (size_t t = 0; t < ntables; ++t) {
-        for (size_t c = 0; c < 16; ++c) {
-            const float v = std::nearbyint((tables[16 * t + c] - mins[t]) * scale);
-            out[16 * t + c] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
+    *offset = static_cast<float>(offset_sum);
+    const float base = std::min(widest > 0.0f ? 255.0f / widest : 1.0f, max_scale);
+    // Level e_p of byte p: its tables use scale base * 2^e_p, the finest that keeps them in 0..255,
+    // made non-decreasing (suffix minimum) because the kernel's Horner shifts can only scale up.
+    std::vector<int> level(nbytes);
+    int next = kFastScanMaxLevel;
+    for (size_t p = nbytes; p-- > 0;) {
+        int e = kFastScanMaxLevel;
+        if (byte_range[p] > 0.0f) {
+            e = static_cast<int>(std::floor(std::log2(widest / byte_range[p])));
+            e = std::clamp(e, 0, kFastScanMaxLevel);
+        }
+        next = std::min(next, e);
+        level[p] = next;
+    }
+    // Cap the final level E so that the largest possible sum (every table at its maximum, each
+    // byte scaled by 2^(E - e_p)) stays below 2^16, and so that the final scale stays <= max_scale.
+    int top = nbytes > 0 ? level[nbytes - 1] : 0;
+    for (;; --top) {
+        uint64_t bound = 0;
+        for (size_t p = 0; p < nbytes; ++p) {
+            const int e = std::min(level[p], top);
+            // Largest entry of the byte's two tables at scale base * 2^e (rounding may add 1).
+            const double largest = std::min(255.0, std::ceil(double(byte_range[p]) * base * double(1u << e)) + 1.0);
+            bound += static_cast<uint64_t>(2.0 * largest) << (top - e);
+        }
+        if (top == 0 || (bound <= 65535 && base * float(1u << top) <= max_scale)) break;
+    }
+    top = std::max(top, 0);
+    int prev = 0;
+    for (size_t p = 0; p < nbytes; ++p) {
+        const int e = std::min(level[p], top);
+        shifts[p] = static_cast<uint8_t>(p == 0 ? 0 : e - prev);
+        prev = e;
+        const float scale = base * float(1u << e);
+        for (size_t t = 2 * p; t < 2 * p + 2; ++t) {
+            for (size_t c = 0; c < 16; ++c) {
+                const float v = std::nearbyint((tables[16 * t + c] - mins[t]) * scale);
+                out[16 * t + c] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
+            }
         }
     }
-    *offset = static_cast<float>(offset_sum);
-    return scale;
+    // The first byte's level is the unit the shifts start from; sums end in units of base * 2^top
+    // (shifts[0] is ignored: the sum is 0 then).
+    return base * float(1u << prev);
 }
 
 namespace {
@@ -137,8 +178,11 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
         throw std::invalid_argument("norm_slot " + std::to_string(p.norm_slot) + " is outside 0.." +
                                     std::to_string(store.nnorm()) + " (stored norm slots)");
     }
-    if (p.ntables != 2 * nbytes + (with_norm ? 2 : 0)) {
-        throw std::invalid_argument("tables: expected " + std::to_string(2 * nbytes + (with_norm ? 2 : 0)) +
+    if (with_norm && !(p.norm_step >= 0.0f && std::isfinite(p.norm_step))) {
+        throw std::invalid_argument("norm_step must be finite and >= 0, got " + std::to_string(p.norm_step));
+    }
+    if (p.ntables != 2 * nbytes) {
+        throw std::invalid_argument("tables: expected " + std::to_string(2 * nbytes) +
                                     " tables for iters=" + std::to_string(p.iters) + ", got " +
                                     std::to_string(p.ntables));
     }
@@ -161,6 +205,9 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
     const size_t ngroups = (p.nq + group - 1) / group;
     const int64_t* ids = store.ids();
     const size_t lut_bytes = p.ntables * 16;
+    // The norm factor 256 a norm_step must fit 16 bits (fastscan.h).
+    const float max_scale = with_norm && p.norm_step > 0.0f ? 65535.0f / (256.0f * p.norm_step)
+                                                            : std::numeric_limits<float>::infinity();
     const float pad = p.sign > 0 ? std::numeric_limits<float>::infinity()
                                  : -std::numeric_limits<float>::infinity();
 
@@ -169,6 +216,8 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
         std::vector<uint32_t> masks;
         std::vector<uint8_t> luts;
         std::vector<float> scale, offset;
+        std::vector<uint16_t> factors;  // norm level -> uint16 units, 8 fractional bits
+        std::vector<uint8_t> shifts;    // group * nbytes Horner shifts (fastscan.h)
         std::vector<Reservoir> best;
         std::vector<std::pair<float, uint64_t>> reranked;  // (exact sum, key)
     };
@@ -179,6 +228,8 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
         s.luts.resize(group * lut_bytes);
         s.scale.resize(group);
         s.offset.resize(group);
+        s.factors.resize(group);
+        s.shifts.resize(group * nbytes);
         s.best.resize(group);
     }
 
@@ -189,7 +240,11 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
         for (size_t q = q0; q < q1; ++q) {
             s.scale[q - q0] = fastscan_quantize_tables(p.tables + q * lut_bytes, p.ntables,
                                                        s.luts.data() + (q - q0) * lut_bytes,
-                                                       &s.offset[q - q0]);
+                                                       s.shifts.data() + (q - q0) * nbytes,
+                                                       &s.offset[q - q0], max_scale);
+            s.factors[q - q0] = with_norm ? static_cast<uint16_t>(std::min(
+                                                65535.0f, std::nearbyint(256.0f * s.scale[q - q0] * p.norm_step)))
+                                          : 0;
             s.best[q - q0].reset(capacity);
         }
         for (size_t tb = 0; tb < nblocks; tb += tile_blocks) {
@@ -202,7 +257,8 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
             for (size_t qk = q0; qk < q1; qk += kFastScanMaxQueries) {
                 const size_t nk = std::min(kFastScanMaxQueries, q1 - qk);
                 kernel(store.block_codes(tb), te - tb, store.code_stride(), nbytes, extra,
-                       store.norm_stride(), s.luts.data() + (qk - q0) * lut_bytes, lut_bytes, nk,
+                       store.norm_stride(), s.factors.data() + (qk - q0),
+                       s.shifts.data() + (qk - q0) * nbytes, s.luts.data() + (qk - q0) * lut_bytes, lut_bytes, nk,
                        s.acc.data(), tile_blocks * kFastScanBlock);
                 for (size_t q = qk; q < qk + nk; ++q) {
                     collect_candidates(s.acc.data() + (q - qk) * tile_blocks * kFastScanBlock,
@@ -257,7 +313,7 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
                 }
                 if (with_norm) {
                     const uint8_t nb = store.block_norms(pos / kFastScanBlock, static_cast<size_t>(p.norm_slot))[pos % kFastScanBlock];
-                    sum += tq[16 * (2 * nbytes) + (nb & 15)] + tq[16 * (2 * nbytes + 1) + (nb >> 4)];
+                    sum += static_cast<float>(nb) * p.norm_step;
                 }
                 candidate.first = sum;
             }

@@ -19,28 +19,38 @@ int main() {
         for (size_t nblocks : {1, 2, 3, 6}) {  // odd counts exercise the single-block tail
             for (size_t nbytes = 0; nbytes <= stored_bytes; ++nbytes) {
                 for (int with_extra = 0; with_extra < 2; ++with_extra) {
+                  for (int with_shifts = 0; with_shifts < 2; ++with_shifts) {
                     const size_t stride = stored_bytes * 32;
                     std::vector<uint8_t> codes(nblocks * stride), extra(nblocks * 64);
                     for (auto& c : codes) c = static_cast<uint8_t>(rng() & 0xff);
                     for (auto& c : extra) c = static_cast<uint8_t>(rng() & 0xff);
                     for (size_t nq = 1; nq <= kFastScanMaxQueries; nq += 3) {  // 1 and 4
-                        const size_t lut_stride = (2 * nbytes + 2) * 16;
+                        const size_t lut_stride = 2 * nbytes * 16;
                         std::vector<uint8_t> luts(nq * lut_stride);
                         for (auto& v : luts) v = static_cast<uint8_t>(rng() & 0xff);
                         const uint8_t* ex = with_extra ? extra.data() : nullptr;
+                        // Factors up to 65535 make the norm term saturate; shifts up to 8 make
+                        // the Horner sums wrap mod 2^16: both must match bit for bit.
+                        std::vector<uint16_t> factors(nq);
+                        for (auto& f : factors) f = static_cast<uint16_t>(rng() & 0xffff);
+                        factors[0] = 65535;
+                        std::vector<uint8_t> shifts(nq * nbytes + 1);
+                        for (auto& v : shifts) v = static_cast<uint8_t>(rng() % 9);
+                        const uint8_t* sh = with_shifts ? shifts.data() : nullptr;
                         const size_t acc_stride = nblocks * 32 + 16;
                         std::vector<uint16_t> expected(nq * acc_stride, 7), got(nq * acc_stride, 7);
-                        fastscan_scan_ref(codes.data(), nblocks, stride, nbytes, ex, 64, luts.data(),
-                                          lut_stride, nq, expected.data(), acc_stride);
-                        fastscan_scan_avx512(codes.data(), nblocks, stride, nbytes, ex, 64,
+                        fastscan_scan_ref(codes.data(), nblocks, stride, nbytes, ex, 64, factors.data(), sh,
+                                          luts.data(), lut_stride, nq, expected.data(), acc_stride);
+                        fastscan_scan_avx512(codes.data(), nblocks, stride, nbytes, ex, 64, factors.data(), sh,
                                              luts.data(), lut_stride, nq, got.data(), acc_stride);
                         ++cases;
                         if (std::memcmp(expected.data(), got.data(), expected.size() * sizeof(uint16_t))) {
                             ++failures;
-                            std::printf("MISMATCH stored=%zu nblocks=%zu nbytes=%zu extra=%d nq=%zu\n",
-                                        stored_bytes, nblocks, nbytes, with_extra, nq);
+                            std::printf("MISMATCH stored=%zu nblocks=%zu nbytes=%zu extra=%d shifts=%d nq=%zu\n",
+                                        stored_bytes, nblocks, nbytes, with_extra, with_shifts, nq);
                         }
                     }
+                  }
                 }
             }
         }

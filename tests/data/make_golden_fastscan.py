@@ -10,6 +10,10 @@ The codebooks hold small integers times 2^-j and the queries small integers, so 
 search computes (tables, bias) is exact whatever the BLAS summation order: the expected results do
 not depend on the machine. tests/test_io_fastscan.py reads the file with the current drqindex, so
 later versions keep reading it. Do NOT regenerate it when the format changes: add a new golden file.
+The rerank = 0 search results in the .npz are the quantised scan's, not the file's: they were
+recomputed from the unchanged .drq when the scan arithmetic changed (norm level added in 16 bits
+instead of two uint8 tables, per-byte power-of-two table scales); the rerank = 10 results (exact
+float sums) did not change.
 
     .venv/bin/python tests/data/make_golden_fastscan.py
 """

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-// SIMDe 0.7.4 (Debian 12) lacks these two; emulated lane by lane with the Intel semantics.
+// SIMDe 0.7.4 (Debian 12) lacks these; emulated lane by lane with the Intel semantics.
 #ifndef _mm512_i32gather_ps
 // Lane i = *(float*)((char*)base + vindex[i] * scale).
 static inline simde__m512 _mm512_i32gather_ps(simde__m512i vindex, const void* base, int scale) {
@@ -94,4 +94,15 @@ static inline simde__m512i _mm512_cvtepu16_epi32(simde__m256i a) {
 
 #ifndef __mmask8
 typedef simde__mmask8 __mmask8;
+#endif
+
+#ifndef _mm512_mulhi_epu16
+// Lane i = (a[i] * b[i]) >> 16, unsigned 16-bit (SIMDe 0.7.4 lacks it; used by the fast-scan norm term).
+static inline simde__m512i _mm512_mulhi_epu16(simde__m512i a, simde__m512i b) {
+    uint16_t x[32], y[32], out[32];
+    simde_mm512_storeu_si512(x, a);
+    simde_mm512_storeu_si512(y, b);
+    for (int i = 0; i < 32; ++i) out[i] = (uint16_t)(((uint32_t)x[i] * y[i]) >> 16);
+    return simde_mm512_loadu_si512(out);
+}
 #endif
