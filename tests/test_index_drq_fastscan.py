@@ -53,6 +53,21 @@ def test_kernel_matches_reference(level, nblocks, stored, nbytes, with_extra, wi
 
 
 @pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("density", [0.02, 1.0])
+def test_kernel_shift_points_match_reference(level, density):
+    """Long codes with sparse shifts (the kernels' byte runs between shift points) and with a
+    shift at nearly every byte of 4 queries (more points than the kernels keep: per-byte path)."""
+    rng = np.random.default_rng(int(density * 100))
+    nblocks, nbytes, nq = 3, 80, 4
+    codes = rng.integers(0, 256, (nblocks, nbytes * 32), dtype=np.uint8)
+    luts = rng.integers(0, 256, (nq, 2 * nbytes, 16), dtype=np.uint8)
+    shifts = (rng.integers(1, 4, (nq, nbytes)) * (rng.random((nq, nbytes)) < density)).astype(np.uint8)
+    got = _core.fastscan_scan(level, codes, nbytes, None, luts, None, shifts)
+    for q in range(nq):
+        np.testing.assert_array_equal(got[q], _ref_scan(codes, nbytes, None, luts[q], 0, shifts[q]))
+
+
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("threshold", [0, 1, 300, 65534, 65535])
 def test_filter_matches_reference(level, threshold):
     rng = np.random.default_rng(threshold)

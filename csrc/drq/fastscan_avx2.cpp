@@ -62,25 +62,50 @@ inline void widen_levels(const uint8_t* group, __m256i& levels0, __m256i& levels
     levels1 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16))), 8);
 }
 
+// Code bytes before which the group's sums are shifted (Horner, fastscan.h): bytes p >= 1 where
+// some query's shift is non-zero, then nbytes; returns their count, or 0 if more than
+// kMaxShiftPoints would be needed (then every byte is a point). Between two points the byte
+// loop runs without a shift test: testing every (byte, query) cost a load and a branch per
+// shuffle pair and made GCC spill accumulators; points are few (each query's shifts sum to at
+// most 8, so at most 8 per query).
+constexpr size_t kMaxShiftPoints = 64;
+
+inline size_t shift_points(const uint8_t* shifts, size_t nbytes, size_t nq, size_t* points) {
+    size_t n = 0;
+    for (size_t p = 1; p < nbytes && shifts != nullptr; ++p) {
+        bool any = false;
+        for (size_t q = 0; q < nq; ++q) any = any || shifts[q * nbytes + p] != 0;
+        if (!any) continue;
+        if (n + 1 == kMaxShiftPoints) return 0;
+        points[n++] = p;
+    }
+    points[n++] = nbytes;
+    return n;
+}
+
 template <int NQ>
 void scan_queries(DRQ_FASTSCAN_ARGS) {
     (void)nq;
+    size_t points[kMaxShiftPoints];
+    const size_t npoints = shift_points(shifts, nbytes, NQ, points);
     for (size_t b = 0; b < nblocks; ++b) {
         const uint8_t* block = codes + b * block_stride;
         __m256i whole[NQ], high[NQ];
         for (int q = 0; q < NQ; ++q) whole[q] = high[q] = _mm256_setzero_si256();
         __m256i lo, hi;
-        for (size_t p = 0; p < nbytes; ++p) {
-            split_nibbles(block + 32 * p, lo, hi);
+        for (size_t p = 0, s = 0; p < nbytes; ++s) {
+            const size_t end = npoints != 0 ? points[s] : p + 1;
+            for (; p < end; ++p) {
+                split_nibbles(block + 32 * p, lo, hi);
+                for (int q = 0; q < NQ; ++q) add_lookups(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
+            }
+            if (p == nbytes || shifts == nullptr) continue;
+            // Horner step before byte p (a count of 0 leaves a query's sums as they are); whole
+            // and high both hold sums mod 2^16, so shifting both keeps even = whole - (high << 8) exact.
             for (int q = 0; q < NQ; ++q) {
-                // Horner step (fastscan.h); whole and high both hold sums mod 2^16, so shifting
-                // both keeps even = whole - (high << 8) exact. Rare (a few bytes per query).
-                if (shifts != nullptr && shifts[q * nbytes + p] != 0) {
-                    const __m128i count = _mm_cvtsi32_si128(shifts[q * nbytes + p]);
-                    whole[q] = _mm256_sll_epi16(whole[q], count);
-                    high[q] = _mm256_sll_epi16(high[q], count);
-                }
-                add_lookups(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
+                const __m128i count = _mm_cvtsi32_si128(shifts[q * nbytes + p]);
+                whole[q] = _mm256_sll_epi16(whole[q], count);
+                high[q] = _mm256_sll_epi16(high[q], count);
             }
         }
         __m256i levels0 = _mm256_setzero_si256(), levels1 = _mm256_setzero_si256();

@@ -64,9 +64,29 @@ inline __m512i widen_levels(const uint8_t* group) {
     return _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group))), 8);
 }
 
+// Code bytes before which the group's sums are shifted: bytes p >= 1 where some query's shift is
+// non-zero, then nbytes; 0 if more than kMaxShiftPoints (then every byte is a point). As in the
+// AVX2 kernel: a shift test per (byte, query) cost a load and a branch per shuffle pair.
+constexpr size_t kMaxShiftPoints = 64;
+
+inline size_t shift_points(const uint8_t* shifts, size_t nbytes, size_t nq, size_t* points) {
+    size_t n = 0;
+    for (size_t p = 1; p < nbytes && shifts != nullptr; ++p) {
+        bool any = false;
+        for (size_t q = 0; q < nq; ++q) any = any || shifts[q * nbytes + p] != 0;
+        if (!any) continue;
+        if (n + 1 == kMaxShiftPoints) return 0;
+        points[n++] = p;
+    }
+    points[n++] = nbytes;
+    return n;
+}
+
 template <int NQ>
 void scan_queries(DRQ_FASTSCAN_ARGS) {
     (void)nq;
+    size_t points[kMaxShiftPoints];
+    const size_t npoints = shift_points(shifts, nbytes, NQ, points);
     // Qword indices that turn (unpacklo, unpackhi) of the even / odd lanes back into vector
     // order: 128-bit lane L of unpacklo holds 8 consecutive vectors, as in the AVX2 kernel.
     const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
@@ -78,16 +98,19 @@ void scan_queries(DRQ_FASTSCAN_ARGS) {
         __m512i whole[NQ], high[NQ];
         for (int q = 0; q < NQ; ++q) whole[q] = high[q] = _mm512_setzero_si512();
         __m512i lo, hi;
-        for (size_t p = 0; p < nbytes; ++p) {
-            split_nibbles_x2(block0 + 32 * p, block1 + 32 * p, lo, hi);
+        // Bytes between two shift points without a shift test, as in the AVX2 kernel.
+        for (size_t p = 0, s = 0; p < nbytes; ++s) {
+            const size_t end = npoints != 0 ? points[s] : p + 1;
+            for (; p < end; ++p) {
+                split_nibbles_x2(block0 + 32 * p, block1 + 32 * p, lo, hi);
+                for (int q = 0; q < NQ; ++q) add_lookups_x2(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
+            }
+            if (p == nbytes || shifts == nullptr) continue;
+            // Horner step before byte p (fastscan.h; a count of 0 changes nothing).
             for (int q = 0; q < NQ; ++q) {
-                // Horner step (fastscan.h), as in the AVX2 kernel.
-                if (shifts != nullptr && shifts[q * nbytes + p] != 0) {
-                    const __m128i count = _mm_cvtsi32_si128(shifts[q * nbytes + p]);
-                    whole[q] = _mm512_sll_epi16(whole[q], count);
-                    high[q] = _mm512_sll_epi16(high[q], count);
-                }
-                add_lookups_x2(lo, hi, luts + q * lut_stride + 32 * p, whole[q], high[q]);
+                const __m128i count = _mm_cvtsi32_si128(shifts[q * nbytes + p]);
+                whole[q] = _mm512_sll_epi16(whole[q], count);
+                high[q] = _mm512_sll_epi16(high[q], count);
             }
         }
         __m512i levels0 = _mm512_setzero_si512(), levels1 = _mm512_setzero_si512();
