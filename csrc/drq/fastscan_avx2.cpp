@@ -13,6 +13,7 @@
 #include <immintrin.h>
 
 #include "fastscan.h"
+#include "fastscan_x86.h"
 
 namespace drq {
 
@@ -60,27 +61,6 @@ inline void store_block(__m256i whole, __m256i high, bool with_extra, __m256i le
 inline void widen_levels(const uint8_t* group, __m256i& levels0, __m256i& levels1) {
     levels0 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group))), 8);
     levels1 = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16))), 8);
-}
-
-// Code bytes before which the group's sums are shifted (Horner, fastscan.h): bytes p >= 1 where
-// some query's shift is non-zero, then nbytes; returns their count, or 0 if more than
-// kMaxShiftPoints would be needed (then every byte is a point). Between two points the byte
-// loop runs without a shift test: testing every (byte, query) cost a load and a branch per
-// shuffle pair and made GCC spill accumulators; points are few (each query's shifts sum to at
-// most 8, so at most 8 per query).
-constexpr size_t kMaxShiftPoints = 64;
-
-inline size_t shift_points(const uint8_t* shifts, size_t nbytes, size_t nq, size_t* points) {
-    size_t n = 0;
-    for (size_t p = 1; p < nbytes && shifts != nullptr; ++p) {
-        bool any = false;
-        for (size_t q = 0; q < nq; ++q) any = any || shifts[q * nbytes + p] != 0;
-        if (!any) continue;
-        if (n + 1 == kMaxShiftPoints) return 0;
-        points[n++] = p;
-    }
-    points[n++] = nbytes;
-    return n;
 }
 
 template <int NQ>

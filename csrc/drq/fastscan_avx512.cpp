@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include "fastscan.h"
+#include "fastscan_x86.h"
 
 namespace drq {
 
@@ -62,24 +63,6 @@ inline void add_lookups_x1(__m256i lo, __m256i hi, const uint8_t* tables, __m256
 // The 32 norm levels of a block as uint16 << 8, in vector order.
 inline __m512i widen_levels(const uint8_t* group) {
     return _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group))), 8);
-}
-
-// Code bytes before which the group's sums are shifted: bytes p >= 1 where some query's shift is
-// non-zero, then nbytes; 0 if more than kMaxShiftPoints (then every byte is a point). As in the
-// AVX2 kernel: a shift test per (byte, query) cost a load and a branch per shuffle pair.
-constexpr size_t kMaxShiftPoints = 64;
-
-inline size_t shift_points(const uint8_t* shifts, size_t nbytes, size_t nq, size_t* points) {
-    size_t n = 0;
-    for (size_t p = 1; p < nbytes && shifts != nullptr; ++p) {
-        bool any = false;
-        for (size_t q = 0; q < nq; ++q) any = any || shifts[q * nbytes + p] != 0;
-        if (!any) continue;
-        if (n + 1 == kMaxShiftPoints) return 0;
-        points[n++] = p;
-    }
-    points[n++] = nbytes;
-    return n;
 }
 
 template <int NQ>
