@@ -1,6 +1,7 @@
 """index_factory: build a drqindex index from a faiss-style description string.
 
     index_factory(d, "DRQ16")                   IndexDRQ(d, iters=16), untrained
+    index_factory(d, "DRQ16pi")                 IndexDRQ(d, iters=16, codebooks="per_iteration")
     index_factory(d, "DRQ8x8", METRIC_INNER_PRODUCT)
     index_factory(d, "DRQ32x4fs")               IndexDRQFastScan(d, iters=32): 4-bit codes, SIMD fast scan
     index_factory(d, "DRQ16,Refine(Flat)")      IndexRefineFlat(IndexDRQ(d, 16)): exact re-ranking
@@ -12,6 +13,7 @@ A description is a comma-separated list of components, parsed in three slots lik
     coarse:      IVF<nlist> or IVF<nlist>_HNSW<M>  IndexIVFDRQ; coarse quantizer IndexFlatL2/IndexFlatIP
                                                by metric, or IndexHNSWFlat(d, M) (faiss)
     encoding:    DRQ<M> or DRQ<M>x8            M = 1..1024 iterations of one byte (K = 256)
+                 DRQ<M>pi or DRQ<M>x8pi        the same with one codebook per iteration (codebooks="per_iteration")
                  DRQ<M>x4fs                    IndexDRQFastScan: M = 1..254 iterations of 4 bits
                                                (K = 16, per-iteration codebooks), fast scan; alone
     refinement:  Refine(Flat) or RFlat         IndexRefineFlat: raw vectors kept, exact re-ranking
@@ -26,9 +28,9 @@ from dataclasses import dataclass
 from . import _validate
 from .metrics import METRIC_L2
 
-ACCEPTED_FORMS = ("DRQ<M>", "DRQ<M>x8", "DRQ<M>x4fs", "IVF<nlist>,DRQ<M>", "IVF<nlist>_HNSW<m>,DRQ<M>", "DRQ<M>,Refine(Flat)", "DRQ<M>,RFlat")
+ACCEPTED_FORMS = ("DRQ<M>", "DRQ<M>x8", "DRQ<M>pi", "DRQ<M>x4fs", "IVF<nlist>,DRQ<M>", "IVF<nlist>_HNSW<m>,DRQ<M>", "DRQ<M>,Refine(Flat)", "DRQ<M>,RFlat")
 
-_ENCODING = re.compile(r"DRQ(\d+)(?:x(\d+)(fs)?)?")
+_ENCODING = re.compile(r"DRQ(\d+)(?:x(\d+)(fs)?)?(pi)?")
 _IVF = re.compile(r"IVF(\d+)(?:_HNSW(\d+))?")
 _REFINE = re.compile(r"Refine\((\w+)\)|R(Flat)")
 
@@ -40,6 +42,7 @@ class _Spec:
     hnsw: int | None = None  # IVF<nlist>_HNSW<m>: HNSW coarse quantizer with m links
     refine: str | None = None  # "Flat"
     fastscan: bool = False  # DRQ<M>x4fs
+    codebooks: str = "shared"  # DRQ<M>pi: "per_iteration"
 
 
 def index_factory(d: int, description: str, metric: int = METRIC_L2):
@@ -58,6 +61,7 @@ def _parse(description: str) -> _Spec:
     parts = [p.strip() for p in description.split(",")]
     iters = nlist = refine = hnsw = None
     fastscan = False
+    codebooks = "shared"
     for part in parts:
         if (match := _ENCODING.fullmatch(part)) is not None:
             if iters is not None or refine is not None:
@@ -67,6 +71,10 @@ def _parse(description: str) -> _Spec:
                 raise _bad(description, f"'{part}': M must be 1..1024, got {iters}")
             nbits = match.group(2)
             fastscan = match.group(3) is not None
+            if match.group(4) is not None:
+                if fastscan:
+                    raise _bad(description, f"'{part}': fast-scan codes always have per-iteration codebooks; drop 'pi'")
+                codebooks = "per_iteration"
             if fastscan:
                 if int(nbits) != 4:
                     raise _bad(description, f"'{part}': fast-scan codes use 4 bits per iteration (K = 16), got x{nbits}")
@@ -98,7 +106,7 @@ def _parse(description: str) -> _Spec:
         raise _bad(description, "a refinement of an IVF index is not supported")
     if fastscan and (nlist is not None or refine is not None):
         raise _bad(description, "DRQ<M>x4fs is a flat index: no IVF or refinement component")
-    return _Spec(iters=iters, nlist=nlist, hnsw=hnsw, refine=refine, fastscan=fastscan)
+    return _Spec(iters=iters, nlist=nlist, hnsw=hnsw, refine=refine, fastscan=fastscan, codebooks=codebooks)
 
 
 def _build(d: int, spec: _Spec, metric: int):
@@ -117,8 +125,8 @@ def _build(d: int, spec: _Spec, metric: int):
             coarse = faiss.IndexFlatL2(d)
         else:
             coarse = faiss.IndexFlatIP(d)
-        return IndexIVFDRQ(coarse, d, spec.nlist, iters=spec.iters, metric=metric)
-    index = IndexDRQ(d, iters=spec.iters, metric=metric)
+        return IndexIVFDRQ(coarse, d, spec.nlist, iters=spec.iters, metric=metric, codebooks=spec.codebooks)
+    index = IndexDRQ(d, iters=spec.iters, metric=metric, codebooks=spec.codebooks)
     if spec.refine == "Flat":
         from .index_refine import IndexRefineFlat
         return IndexRefineFlat(index)

@@ -1,7 +1,7 @@
 """to_faiss: the same codes, searchable by faiss itself (faiss.IndexResidualQuantizer).
 
 A DRQ quantizer is a residual quantizer whose m-th codebook is s_m * C: one shared codebook C
-scaled per iteration. So a DRQ index truncated to its first m iterations *is* a faiss
+scaled per iteration (or s_m * C_m with per-iteration codebooks). So a DRQ index truncated to its first m iterations *is* a faiss
 IndexResidualQuantizer(d, m, 8) with codebooks s_0 C, ..., s_{m-1} C and the very same code
 bytes. to_faiss builds that index from our stored codes (no re-encoding), so faiss returns the
 same neighbours with the same distances, and faiss.write_index / read_index / index_cpu_to_gpu /
@@ -79,12 +79,14 @@ def to_faiss(index, iters: int | None = None):
 
 
 def _set_codebooks(faiss_index, quantizer, m: int) -> None:
-    """Materialise the shared codebook per step (s_j C, j < m) as the faiss RQ's codebooks; beam 1
-    so that vectors faiss itself adds later are encoded greedily, as drqindex encodes them."""
+    """Materialise the codebook of each step (s_j C, or s_j C_j for per-iteration codebooks, j < m)
+    as the faiss RQ's codebooks; beam 1 so that vectors faiss itself adds later are encoded
+    greedily, as drqindex encodes them."""
     import faiss
 
     rq = faiss_index.rq
-    codebooks = quantizer.scales[:m, None, None] * quantizer.codebook[None, :, :]  # (m, 256, d)
+    per_step = quantizer.codebook[:m] if quantizer.per_iteration else quantizer.codebook[None, :, :]
+    codebooks = quantizer.scales[:m, None, None] * per_step  # (m, 256, d)
     faiss.copy_array_to_vector(np.ascontiguousarray(codebooks, dtype=np.float32).ravel(), rq.codebooks)
     rq.max_beam_size = 1
     rq.is_trained = True

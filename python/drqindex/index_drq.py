@@ -22,8 +22,11 @@ class IndexDRQ:
     """Flat index over DRQ codes: M bytes per vector, searchable with any prefix of 1..M bytes.
 
     d: dimension; iters: M, the number of iterations (bytes per vector, K = 256 codewords each);
-    metric: METRIC_L2 (default) or METRIC_INNER_PRODUCT; train_config: options for the torch
-    trainer (a drqindex.train.DRQTrainConfig or a dict of its fields; iters is taken from here).
+    metric: METRIC_L2 (default) or METRIC_INNER_PRODUCT; codebooks: "shared" (the faithful DRQ: one
+    (256, d) codebook for every iteration, one scale each) or "per_iteration" (one (256, d) codebook
+    per iteration: M times the parameters and an M x 256 query table, higher recall; see
+    drqindex.train.per_iteration); train_config: options for the trainer (a
+    drqindex.train.DRQTrainConfig or a dict of its fields; iters and codebooks are taken from here).
     encoder: optional drqindex.TernaryEncoder (e.g. HashStudent.export()): every input (train, add,
     search, range_search, sa_encode) is first mapped by encoder.embed, and the DRQ codes live in that
     learned space of encoder.nbits dimensions. d is then the encoder's input dimension (784 for
@@ -31,8 +34,8 @@ class IndexDRQ:
     reconstruct / sa_decode return vectors of the learned space.
     """
 
-    def __init__(self, d: int, iters: int = 16, metric: int = METRIC_L2, *, train_config=None,
-                 verbose: bool = False, encoder=None):
+    def __init__(self, d: int, iters: int = 16, metric: int = METRIC_L2, *, codebooks: str = "shared",
+                 train_config=None, verbose: bool = False, encoder=None):
         self.d = _validate.positive_int(d, "d")
         if encoder is not None:
             from .encoder import TernaryEncoder
@@ -46,6 +49,7 @@ class IndexDRQ:
         self.code_space_d = self.d if encoder is None else encoder.nbits
         self.iters = _validate.positive_int(iters, "iters", upper=1024)
         self.metric_type = _validate.metric_value(metric)
+        self.codebooks = _validate.codebooks_value(codebooks)
         self.train_config = train_config
         self.verbose = bool(verbose)
         self.train_info: dict | None = None
@@ -88,7 +92,8 @@ class IndexDRQ:
     def __repr__(self):
         metric = "L2" if self.metric_type == METRIC_L2 else "IP"
         enc = "" if self.encoder is None else f", encoder={self.encoder!r}"
-        return (f"IndexDRQ(d={self.d}, iters={self.iters}, metric={metric}, is_trained={self.is_trained}, "
+        cb = "" if self.codebooks == "shared" else f", codebooks={self.codebooks!r}"
+        return (f"IndexDRQ(d={self.d}, iters={self.iters}, metric={metric}{cb}, is_trained={self.is_trained}, "
                 f"ntotal={self.ntotal}{enc})")
 
     def _to_code_space(self, x) -> np.ndarray:
@@ -99,7 +104,7 @@ class IndexDRQ:
 
     # ---------------------------------------------------------------- training
     def train(self, x) -> None:
-        """Train the shared codebook and per-iteration scales on float32 (n, d) vectors (torch)."""
+        """Train the codebook(s) and per-iteration scales on float32 (n, d) vectors (torch / faiss k-means)."""
         x = self._to_code_space(x)
         if x.shape[0] < 256:
             raise ValueError(f"x: expected at least 256 training vectors (one per codeword), got {x.shape[0]}")
@@ -111,11 +116,14 @@ class IndexDRQ:
 
             cfg = self.train_config
             if cfg is None:
-                cfg = DRQTrainConfig(iters=self.iters)
+                cfg = DRQTrainConfig(iters=self.iters, codebooks=self.codebooks)
             elif isinstance(cfg, dict):
-                cfg = DRQTrainConfig(**{**cfg, "iters": self.iters})
+                cfg = DRQTrainConfig(**{**cfg, "iters": self.iters, "codebooks": self.codebooks})
             elif cfg.iters != self.iters:
                 raise ValueError(f"train_config.iters: expected {self.iters} (the index's iters), got {cfg.iters}")
+            elif cfg.codebooks != self.codebooks:
+                raise ValueError(f"train_config.codebooks: expected {self.codebooks!r} (the index's codebooks), "
+                                 f"got {cfg.codebooks!r}; pass codebooks={cfg.codebooks!r} to the index")
             if self.verbose and not cfg.verbose:
                 cfg = _replace(cfg, verbose=True)
             codebook, scales, info = train_drq(x, cfg)
@@ -136,6 +144,7 @@ class IndexDRQ:
             raise ValueError(f"quantizer: expected d={self.code_space_d}, M={self.iters}, "
                              f"got d={quantizer.d}, M={quantizer.M}")
         self._quantizer = quantizer
+        self.codebooks = quantizer.form
 
     # ---------------------------------------------------------------- adding
     def add(self, x) -> None:
@@ -208,7 +217,7 @@ class IndexDRQ:
         n = x.shape[0]
         for start in range(0, n, QUERY_CHUNK):
             stop = min(n, start + QUERY_CHUNK)
-            tables, qnorms = self._quantizer.query_tables(x[start:stop])
+            tables, qnorms = self._quantizer.query_tables(x[start:stop], m)
             Dc, Ic = _core.search(self._store, tables, qnorms, self._quantizer.scales, m, k_core,
                                   self._core_metric(), allowed)
             if allowed is not None:
@@ -258,7 +267,7 @@ class IndexDRQ:
                 raise RuntimeError("range_search: the index is empty (ntotal = 0); add vectors before searching")
             allowed = self._allowed_locked(params)
             for start in range(0, n, QUERY_CHUNK):
-                tables, qnorms = self._quantizer.query_tables(x[start:start + QUERY_CHUNK])
+                tables, qnorms = self._quantizer.query_tables(x[start:start + QUERY_CHUNK], m)
                 parts.append(_core.range_search(self._store, tables, qnorms, self._quantizer.scales, m,
                                                 radius, self._core_metric(), allowed))
         if len(parts) == 1:
@@ -353,7 +362,7 @@ class IndexDRQ:
         codes = _validate.codes_matrix(codes, self.iters)
         if ids is not None:
             ids = _validate.ids_array(ids, codes.shape[0])
-        norms = _prefix_norms(self._quantizer, codes)
+        norms = self._quantizer.prefix_norms(codes)
         with self._lock.write():
             if ids is None:
                 ids = np.arange(self.ntotal, self.ntotal + codes.shape[0], dtype=np.int64)
@@ -384,7 +393,7 @@ class IndexDRQ:
         if not other.is_trained:
             raise ValueError("other: the index is not trained, so it holds no codes to merge")
         a, b = self._quantizer, other._quantizer
-        if a is not b and (a.codebook.tobytes() != b.codebook.tobytes() or a.scales.tobytes() != b.scales.tobytes()):
+        if a is not b and not a.same_model(b):
             raise ValueError("other: its quantizer differs (codebook or scales are not bit-identical), "
                              "so its codes cannot be merged; re-add its vectors instead")
 
@@ -442,21 +451,6 @@ def _is_faiss_search_parameters(params) -> bool:
         return False
     import faiss
     return isinstance(params, faiss.SearchParameters)
-
-
-def _prefix_norms(quantizer: DRQQuantizer, codes: np.ndarray) -> np.ndarray:
-    """||xhat_m||^2 for m = 1..M of each code (float32 (n, M)), decoding in float64 by chunks."""
-    n, M = codes.shape
-    norms = np.empty((n, M), np.float32)
-    codebook = quantizer.codebook.astype(np.float64)
-    scales = quantizer.scales.astype(np.float64)
-    for start in range(0, n, QUERY_CHUNK):
-        block = codes[start:start + QUERY_CHUNK]
-        xhat = np.zeros((block.shape[0], quantizer.d), np.float64)
-        for j in range(M):
-            xhat += scales[j] * codebook[block[:, j]]
-            norms[start:start + block.shape[0], j] = np.einsum("ij,ij->i", xhat, xhat)
-    return norms
 
 
 def _replace(cfg, **changes):

@@ -59,7 +59,8 @@ ALIGN = 64
 SECTION_REQUIRED = 1
 
 TAG_INFO = b"INFO"  # optional: UTF-8 JSON object (train_info, train_config, writer version)
-TAG_CODEBOOK = b"CBKF"  # float32 (K, d)
+TAG_CODEBOOK = b"CBKF"  # float32 (K, d): the shared codebook (codebooks="shared")
+TAG_CODEBOOKS = b"CBKM"  # float32 (M, K, d): one codebook per iteration (codebooks="per_iteration"); one of CBKF / CBKM
 TAG_SCALES = b"SCLF"  # float32 (M,)
 TAG_CODES = b"CODE"  # uint8 (ntotal, M), row-major
 TAG_NORMS = b"NORM"  # float32 (ntotal, M); [i, m-1] = ||xhat_m(i)||^2
@@ -169,8 +170,7 @@ def _write_ivf(index, f) -> None:
         writer.section(TAG_COARSE, SECTION_REQUIRED, [np.asarray(faiss.serialize_index(index.quantizer), np.uint8)])
         if trained:
             q = index._drq
-            writer.section(TAG_CODEBOOK, SECTION_REQUIRED, [_le(q.codebook, "<f4")])
-            writer.section(TAG_SCALES, SECTION_REQUIRED, [_le(q.scales, "<f4")])
+            _write_quantizer(writer, q)
         store = index._store
         sizes = store.list_sizes()
         writer.section(TAG_LIST_SIZES, SECTION_REQUIRED, [_le(sizes, "<i8")])
@@ -179,6 +179,12 @@ def _write_ivf(index, f) -> None:
         writer.section(TAG_NORMS, SECTION_REQUIRED, (_le(store.get_list(l)[1], "<f4") for l in nonempty))
         writer.section(TAG_IDS, SECTION_REQUIRED, (_le(store.get_list(l)[2], "<i8") for l in nonempty))
         writer.section(TAG_END, SECTION_REQUIRED, [])
+
+
+def _write_quantizer(writer, q) -> None:
+    tag = TAG_CODEBOOKS if q.per_iteration else TAG_CODEBOOK
+    writer.section(tag, SECTION_REQUIRED, [_le(q.codebook, "<f4")])
+    writer.section(TAG_SCALES, SECTION_REQUIRED, [_le(q.scales, "<f4")])
 
 
 def _write_flat(index, f, refine) -> None:
@@ -200,8 +206,7 @@ def _write_flat(index, f, refine) -> None:
             writer.section(hash_io.TAG_ENC_ARRAYS, SECTION_REQUIRED, arrays)
         if trained:
             q = index._quantizer
-            writer.section(TAG_CODEBOOK, SECTION_REQUIRED, [_le(q.codebook, "<f4")])
-            writer.section(TAG_SCALES, SECTION_REQUIRED, [_le(q.scales, "<f4")])
+            _write_quantizer(writer, q)
         store = index._store
         writer.section(TAG_CODES, SECTION_REQUIRED,
                        (store.get_codes(s, n) for s, n in _chunks(ntotal)))
@@ -449,7 +454,7 @@ def _read(src):
 
     sections = _walk_sections(src, header_size, err)
     refine = bool(flags & FLAG_REFINE_FLAT)
-    known = {TAG_INFO, TAG_CODEBOOK, TAG_SCALES, TAG_CODES, TAG_NORMS, TAG_IDS, TAG_END}
+    known = {TAG_INFO, TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SCALES, TAG_CODES, TAG_NORMS, TAG_IDS, TAG_END}
     if refine:
         known |= {TAG_RAW, TAG_K_FACTOR}
     has_encoder = kind == KIND_FLAT and bool(flags & FLAG_ENCODER)
@@ -476,7 +481,6 @@ def _read(src):
 
     # --- build the index
     from .index_drq import IndexDRQ
-    from .quantizer import DRQQuantizer
 
     encoder = hash_io._read_encoder(src, sections, err, d) if has_encoder else None
     index = IndexDRQ(d, iters=M, metric=metric, encoder=encoder)
@@ -491,28 +495,17 @@ def _read(src):
         if not (np.isfinite(k_factor) and k_factor >= 1):
             raise err(kf.name, f"k_factor must be a finite number >= 1, got {k_factor}")
     if not trained:
-        for tag in (TAG_CODEBOOK, TAG_SCALES):
+        for tag in (TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SCALES):
             if tag in sections:
                 raise err(_tag_name(tag), "present although the header says the index is untrained")
         for tag in (TAG_CODES, TAG_NORMS, TAG_IDS) + ((TAG_RAW,) if refine else ()):
             expect(tag, 0)
         return _wrap_refine(index, np.empty((0, d), np.float32), k_factor) if refine else index
-    cb = expect(TAG_CODEBOOK, K * d * 4)
-    sc = expect(TAG_SCALES, M * 4)
+    quantizer = _read_quantizer(src, sections, expect, err, d, M, K)
     codes_sec = expect(TAG_CODES, ntotal * M)
     norms_sec = expect(TAG_NORMS, ntotal * M * 4)
     ids_sec = expect(TAG_IDS, ntotal * 8)
     raw_sec = expect(TAG_RAW, ntotal * d * 4) if refine else None
-    # Copies: the quantizer must own its arrays, not view a memory map or the caller's buffer.
-    codebook = src.array(cb.offset, K * d, "<f4", cb.name).reshape(K, d).astype(np.float32)
-    scales = src.array(sc.offset, M, "<f4", sc.name).astype(np.float32)
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            quantizer = DRQQuantizer(codebook, scales)
-    except ValueError as e:
-        raise err(f"{cb.name}/{sc.name}", str(e)) from None
-    if not np.isfinite(quantizer.gram).all():
-        raise err(cb.name, "codeword inner products overflow float32 (codebook values too large)")
     index.set_quantizer(quantizer)
     for start, n in _chunks(ntotal):
         codes = src.array(codes_sec.offset + start * M, n * M, "u1", codes_sec.name).reshape(n, M)
@@ -570,19 +563,29 @@ def _walk_sections(src, header_size: int, err) -> dict:
     return sections
 
 
-def _read_quantizer(src, expect, err, d, M, K):
+def _read_quantizer(src, sections, expect, err, d, M, K):
+    """The DRQ quantizer of a trained index: the shared codebook (CBKF) or the per-iteration
+    codebooks (CBKM), exactly one of them, and the scales."""
     from .quantizer import DRQQuantizer
 
-    cb = expect(TAG_CODEBOOK, K * d * 4)
+    if TAG_CODEBOOK in sections and TAG_CODEBOOKS in sections:
+        raise err("CBKF/CBKM", "both a shared and a per-iteration codebook section (expected one)")
+    if TAG_CODEBOOKS in sections:
+        cb = expect(TAG_CODEBOOKS, M * K * d * 4)
+        shape = (M, K, d)
+    else:
+        cb = expect(TAG_CODEBOOK, K * d * 4)
+        shape = (K, d)
     sc = expect(TAG_SCALES, M * 4)
-    codebook = src.array(cb.offset, K * d, "<f4", cb.name).reshape(K, d).astype(np.float32)
+    # Copies: the quantizer must own its arrays, not view a memory map or the caller's buffer.
+    codebook = src.array(cb.offset, int(np.prod(shape)), "<f4", cb.name).reshape(shape).astype(np.float32)
     scales = src.array(sc.offset, M, "<f4", sc.name).astype(np.float32)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             quantizer = DRQQuantizer(codebook, scales)
     except ValueError as e:
         raise err(f"{cb.name}/{sc.name}", str(e)) from None
-    if not np.isfinite(quantizer.gram).all():
+    if quantizer.gram is not None and not np.isfinite(quantizer.gram).all():
         raise err(cb.name, "codeword inner products overflow float32 (codebook values too large)")
     return quantizer
 
@@ -617,13 +620,13 @@ def _read_ivf(src, sections, expect, err, d, M, K, metric, ntotal, trained):
     if (sizes < 0).any() or int(sizes.sum()) != ntotal:
         raise err(ls.name, f"list sizes must be >= 0 and sum to ntotal={ntotal}, got sum {int(sizes.sum())}")
     if not trained:
-        for tag in (TAG_CODEBOOK, TAG_SCALES):
+        for tag in (TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SCALES):
             if tag in sections:
                 raise err(_tag_name(tag), "present although the header says the index is untrained")
         for tag in (TAG_CODES, TAG_NORMS, TAG_IDS):
             expect(tag, 0)
         return index
-    quantizer = _read_quantizer(src, expect, err, d, M, K)
+    quantizer = _read_quantizer(src, sections, expect, err, d, M, K)
     if coarse.ntotal != nlist:
         raise err(cq.name, f"the coarse quantizer holds {coarse.ntotal} centroids, expected nlist={nlist}")
     index.set_quantizers(quantizer)

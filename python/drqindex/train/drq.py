@@ -86,6 +86,7 @@ _MAX_ITERS = 4096
 class DRQTrainConfig:
     """Options of :func:`train_drq`.  Defaults are the best setting found on Fashion-MNIST."""
     iters: int = 16                      # M, the maximum number of iterations (bytes per code)
+    codebooks: str = "shared"            # "shared" (this file) | "per_iteration" (train/per_iteration.py)
     K: int = 256                         # codewords in the shared codebook (2..256)
     epochs: int = 8
     batch_size: int = 256
@@ -102,6 +103,8 @@ class DRQTrainConfig:
     init_iters: int = 3                  # pooled Lloyd rounds for init="shared_rq" (the best is kept)
     init_sample: int = 8192              # vectors used by the scale fit and the Lloyd rounds
     kmeans_iters: int = 20
+    per_iteration_sample: int = 16384    # per_iteration: residuals sampled for each iteration's k-means
+    per_iteration_kmeans_iters: int = 10 # per_iteration: Lloyd rounds per iteration
     learn_first_scale: bool = False
     val_fraction: float = 0.1
     patience: int = 3
@@ -144,6 +147,10 @@ class DRQTrainConfig:
         _int("init_iters", 0)
         _int("init_sample", 1)
         _int("kmeans_iters", 1)
+        _int("per_iteration_sample", 1)
+        _int("per_iteration_kmeans_iters", 1)
+        if self.codebooks not in ("shared", "per_iteration"):
+            raise ValueError(f"codebooks: expected 'shared' or 'per_iteration', got {self.codebooks!r}")
         _int("patience", 1)
         _int("seed", 0)
         _float("lr", 0.0)
@@ -458,6 +465,9 @@ def _run_epoch(X, C, theta, opt, cfg, w, T, gen, deadline):
 def train_drq(x_train: np.ndarray, cfg: Optional[DRQTrainConfig] = None):
     """Train a DRQ quantizer (shared codebook + per-iteration scales) on float32 (n, d) vectors.
 
+    With cfg.codebooks == "per_iteration" the per-iteration trainer runs instead
+    (drqindex.train.per_iteration: codebook float32 (iters, K, d), scales all 1).
+
     Returns ``(codebook, scales, info)``: codebook float32 (K, d) C-contiguous, scales float32
     (iters,), and a dict with the per-epoch history (train loss, val criterion, temperature),
     the validation MSE per prefix of the returned model (and of the initialisation), timings,
@@ -470,6 +480,9 @@ def train_drq(x_train: np.ndarray, cfg: Optional[DRQTrainConfig] = None):
         raise ValueError(f"cfg: expected a DRQTrainConfig, received {type(cfg).__name__}")
     cfg.validate()
     x_train = _check_x(x_train, cfg.K)
+    if cfg.codebooks == "per_iteration":
+        from .per_iteration import train_per_iteration
+        return train_per_iteration(x_train, cfg)
 
     t_start = time.monotonic()
     deadline = None if cfg.max_seconds is None else t_start + float(cfg.max_seconds)
