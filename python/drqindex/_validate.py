@@ -110,6 +110,16 @@ def metric_value(metric) -> int:
     return int(metric)
 
 
+CODEBOOK_FORMS = ("shared", "per_iteration")
+
+
+def codebooks_value(codebooks) -> str:
+    if not isinstance(codebooks, str) or codebooks not in CODEBOOK_FORMS:
+        raise ValueError(f"codebooks: expected 'shared' (one codebook for every iteration, the faithful DRQ) or "
+                         f"'per_iteration' (one codebook per iteration), got {codebooks!r}")
+    return codebooks
+
+
 def codes_matrix(codes, M: int, name: str = "codes") -> np.ndarray:
     """Return codes as a uint8 C-contiguous (n, M) array: standalone codes as sa_encode makes them.
 

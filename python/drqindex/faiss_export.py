@@ -79,12 +79,14 @@ def to_faiss(index, iters: int | None = None):
 
 
 def _set_codebooks(faiss_index, quantizer, m: int) -> None:
-    """Materialise the shared codebook per step (s_j C, j < m) as the faiss RQ's codebooks; beam 1
-    so that vectors faiss itself adds later are encoded greedily, as drqindex encodes them."""
+    """Materialise the codebook per step (s_j C, or s_j C_j with one codebook per iteration, j < m)
+    as the faiss RQ's codebooks; beam 1 so that vectors faiss itself adds later are encoded
+    greedily, as drqindex encodes them."""
     import faiss
 
     rq = faiss_index.rq
-    codebooks = quantizer.scales[:m, None, None] * quantizer.codebook[None, :, :]  # (m, 256, d)
+    per_step = quantizer.codebook[:m] if quantizer.per_iteration else quantizer.codebook[None, :, :]
+    codebooks = quantizer.scales[:m, None, None] * per_step  # (m, 256, d)
     faiss.copy_array_to_vector(np.ascontiguousarray(codebooks, dtype=np.float32).ravel(), rq.codebooks)
     rq.max_beam_size = 1
     rq.is_trained = True

@@ -60,6 +60,7 @@ SECTION_REQUIRED = 1
 
 TAG_INFO = b"INFO"  # optional: UTF-8 JSON object (train_info, train_config, writer version)
 TAG_CODEBOOK = b"CBKF"  # float32 (K, d)
+TAG_CODEBOOKS = b"CBKM"  # float32 (M, K, d): one codebook per iteration (instead of CBKF)
 TAG_SCALES = b"SCLF"  # float32 (M,)
 TAG_CODES = b"CODE"  # uint8 (ntotal, M), row-major
 TAG_NORMS = b"NORM"  # float32 (ntotal, M); [i, m-1] = ||xhat_m(i)||^2
@@ -163,13 +164,17 @@ def _write_ivf(index, f) -> None:
         M = index.iters
         f.write(_pack_header(KIND_IVF, index.d, M, 256, index.metric_type, ntotal, FLAG_TRAINED if trained else 0))
         writer = _SectionWriter(f, HEADER_SIZE)
-        writer.section(TAG_INFO, 0, [_info_json(index).encode("utf-8")])
+        # INFO also records the codebook form, so an untrained index trains the same form once read.
+        info = json.loads(_info_json(index))
+        info["codebooks"] = index.codebooks
+        writer.section(TAG_INFO, 0, [json.dumps(info, sort_keys=True).encode("utf-8")])
         params = np.array([index.nlist, index.nprobe, index.search_iters or 0], "<i8")
         writer.section(TAG_IVF_PARAMS, SECTION_REQUIRED, [params])
         writer.section(TAG_COARSE, SECTION_REQUIRED, [np.asarray(faiss.serialize_index(index.quantizer), np.uint8)])
         if trained:
             q = index._drq
-            writer.section(TAG_CODEBOOK, SECTION_REQUIRED, [_le(q.codebook, "<f4")])
+            writer.section(TAG_CODEBOOKS if q.per_iteration else TAG_CODEBOOK, SECTION_REQUIRED,
+                           [_le(q.codebook, "<f4")])
             writer.section(TAG_SCALES, SECTION_REQUIRED, [_le(q.scales, "<f4")])
         store = index._store
         sizes = store.list_sizes()
@@ -457,7 +462,7 @@ def _read(src):
         from . import hash_io
         known |= {hash_io.TAG_ENC_JSON, hash_io.TAG_ENC_ARRAYS}
     if kind == KIND_IVF:
-        known |= {TAG_IVF_PARAMS, TAG_COARSE, TAG_LIST_SIZES}
+        known |= {TAG_IVF_PARAMS, TAG_COARSE, TAG_LIST_SIZES, TAG_CODEBOOKS}
     for tag, sec in sections.items():
         if tag not in known and sec.flags & SECTION_REQUIRED:
             raise err(sec.name, "unknown required section (written by a newer drqindex); upgrade drqindex")
@@ -570,19 +575,26 @@ def _walk_sections(src, header_size: int, err) -> dict:
     return sections
 
 
-def _read_quantizer(src, expect, err, d, M, K):
+def _read_quantizer(src, sections, expect, err, d, M, K):
+    """The DRQ quantizer of CBKF (shared codebook, (K, d)) or CBKM (one per iteration, (M, K, d))."""
     from .quantizer import DRQQuantizer
 
-    cb = expect(TAG_CODEBOOK, K * d * 4)
+    if TAG_CODEBOOK in sections and TAG_CODEBOOKS in sections:
+        raise err(f"{_tag_name(TAG_CODEBOOK)}/{_tag_name(TAG_CODEBOOKS)}",
+                  "both present; a quantizer has either one shared codebook or one per iteration")
+    per_iteration = TAG_CODEBOOKS in sections
+    shape = (M, K, d) if per_iteration else (K, d)
+    count = int(np.prod(shape))
+    cb = expect(TAG_CODEBOOKS if per_iteration else TAG_CODEBOOK, count * 4)
     sc = expect(TAG_SCALES, M * 4)
-    codebook = src.array(cb.offset, K * d, "<f4", cb.name).reshape(K, d).astype(np.float32)
+    codebook = src.array(cb.offset, count, "<f4", cb.name).reshape(shape).astype(np.float32)
     scales = src.array(sc.offset, M, "<f4", sc.name).astype(np.float32)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             quantizer = DRQQuantizer(codebook, scales)
     except ValueError as e:
         raise err(f"{cb.name}/{sc.name}", str(e)) from None
-    if not np.isfinite(quantizer.gram).all():
+    if quantizer.gram is not None and not np.isfinite(quantizer.gram).all():
         raise err(cb.name, "codeword inner products overflow float32 (codebook values too large)")
     return quantizer
 
@@ -612,18 +624,19 @@ def _read_ivf(src, sections, expect, err, d, M, K, metric, ntotal, trained):
     index.search_iters = search_iters or None
     if TAG_INFO in sections:
         _apply_info(index, src, sections[TAG_INFO], err)
+        index.codebooks = _info_codebooks(src, sections[TAG_INFO], err)
     ls = expect(TAG_LIST_SIZES, nlist * 8)
     sizes = src.array(ls.offset, nlist, "<i8", ls.name)
     if (sizes < 0).any() or int(sizes.sum()) != ntotal:
         raise err(ls.name, f"list sizes must be >= 0 and sum to ntotal={ntotal}, got sum {int(sizes.sum())}")
     if not trained:
-        for tag in (TAG_CODEBOOK, TAG_SCALES):
+        for tag in (TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SCALES):
             if tag in sections:
                 raise err(_tag_name(tag), "present although the header says the index is untrained")
         for tag in (TAG_CODES, TAG_NORMS, TAG_IDS):
             expect(tag, 0)
         return index
-    quantizer = _read_quantizer(src, expect, err, d, M, K)
+    quantizer = _read_quantizer(src, sections, expect, err, d, M, K)
     if coarse.ntotal != nlist:
         raise err(cq.name, f"the coarse quantizer holds {coarse.ntotal} centroids, expected nlist={nlist}")
     index.set_quantizers(quantizer)
@@ -642,6 +655,16 @@ def _read_ivf(src, sections, expect, err, d, M, K, metric, ntotal, trained):
         index._append_encoded(np.ascontiguousarray(codes), np.ascontiguousarray(terms, dtype=np.float32),
                               np.ascontiguousarray(ids, dtype=np.int64), list_nos[start:start + n])
     return index
+
+
+def _info_codebooks(src, sec: _Section, err) -> str:
+    """The codebook form an IVF file's INFO records ("shared" when absent: files before the form
+    existed). The trained quantizer's own section (CBKF / CBKM) decides for a trained index."""
+    info = json.loads(bytes(src.read(sec.offset, sec.length, sec.name)).decode("utf-8"))  # checked by _apply_info
+    codebooks = info.get("codebooks", "shared")
+    if codebooks not in ("shared", "per_iteration"):
+        raise err(sec.name, f"codebooks: expected 'shared' or 'per_iteration', got {codebooks!r}")
+    return codebooks
 
 
 def _wrap_refine(base, raw, k_factor):

@@ -1,8 +1,13 @@
 """The trained DRQ quantizer as plain arrays: what the trainer produces, the core consumes and
 the file format stores. No torch here: encoding and search need only numpy and the C++ core.
 
-Shapes: codebook C is (K, d) float32 (one codebook shared by every iteration), scales s is
-(M,) float32 (one learned factor per iteration). Iteration m uses the codewords s_m * C_k.
+Two forms, both sequential (the first m codes of an M-iteration code are the m-iteration code):
+- shared (the faithful DRQ): codebook C is (K, d) float32, used by every iteration; scales s is
+  (M,) float32, one learned factor per iteration. Iteration m uses the codewords s_m * C_k.
+- per-iteration: codebook is (M, K, d) float32, one codebook per iteration (residual-quantizer
+  style), scales (M,) as above (1.0 when trained by drqindex). Iteration m uses s_m * C_m[k].
+  M times the parameters, and the query look-up table is M x K instead of K entries, but each
+  iteration gets its own directions (see drqindex.train.per_iteration for the measurements).
 """
 from __future__ import annotations
 
@@ -14,41 +19,67 @@ from . import _core
 # inner-product tables to a few MB however large the batch is.
 ENCODE_CHUNK = 16384
 QUERY_CHUNK = 4096
+# Rows per chunk of the per-iteration greedy encoder: its residual block is (chunk, d) float32.
+_PER_ITERATION_CHUNK = 4096
 
 
 class DRQQuantizer:
-    """A shared codebook applied recurrently to the residual, one scalar per iteration."""
+    """Sequential codes: a codebook (shared or one per iteration) applied recurrently to the
+    residual, one scalar per iteration."""
 
     def __init__(self, codebook: np.ndarray, scales: np.ndarray):
         codebook = np.asarray(codebook)
         scales = np.asarray(scales)
-        if codebook.ndim != 2 or codebook.shape[0] != 256:
-            raise ValueError(f"codebook: expected shape (256, d) (K = 256, one byte per iteration), "
-                             f"got {codebook.shape}")
+        if codebook.ndim not in (2, 3) or codebook.shape[-2] != 256:
+            raise ValueError(f"codebook: expected shape (256, d) (shared) or (M, 256, d) (one per iteration), "
+                             f"K = 256 for one byte per iteration, got {codebook.shape}")
         if scales.ndim != 1 or scales.shape[0] < 1:
             raise ValueError(f"scales: expected shape (M,) with M >= 1, got {scales.shape}")
+        if codebook.ndim == 3 and codebook.shape[0] != scales.shape[0]:
+            raise ValueError(f"codebook: expected one codebook per iteration, ({scales.shape[0]}, 256, d) for "
+                             f"{scales.shape[0]} scales, got {codebook.shape}")
+        if codebook.shape[-1] < 1:
+            raise ValueError(f"codebook: expected d >= 1, got shape {codebook.shape}")
         codebook = np.ascontiguousarray(codebook, dtype=np.float32)
         scales = np.ascontiguousarray(scales, dtype=np.float32)
         if not (np.isfinite(codebook).all() and np.isfinite(scales).all()):
             raise ValueError("codebook and scales: expected finite values, got NaN or inf")
         self.codebook = codebook
         self.scales = scales
-        # Gram matrix G = C C^T: with a shared codebook, each greedy step needs only G's rows
-        # (O(K) per vector) once x C^T is known, instead of a fresh O(K d) distance computation.
-        self.gram = np.ascontiguousarray(codebook.astype(np.float64) @ codebook.T.astype(np.float64),
-                                         dtype=np.float32)
+        self.per_iteration = codebook.ndim == 3
+        self.gram = None
+        if not self.per_iteration:
+            # Gram matrix G = C C^T: with a shared codebook, each greedy step needs only G's rows
+            # (O(K) per vector) once x C^T is known, instead of a fresh O(K d) distance computation.
+            self.gram = np.ascontiguousarray(codebook.astype(np.float64) @ codebook.T.astype(np.float64),
+                                             dtype=np.float32)
+        else:
+            # ||s_m C_m[k]||^2 for the greedy step, and a finiteness check like the shared Gram's.
+            cn = np.einsum("mkd,mkd->mk", codebook, codebook, dtype=np.float64)
+            self._scaled_sq_norms = (cn * (scales.astype(np.float64) ** 2)[:, None]).astype(np.float32)
+            if not np.isfinite(self._scaled_sq_norms).all():
+                raise ValueError("codebook: codeword norms overflow float32 (codebook values too large)")
+
+    @property
+    def form(self) -> str:
+        """'shared' or 'per_iteration' (the IndexDRQ `codebooks` argument that produces it)."""
+        return "per_iteration" if self.per_iteration else "shared"
 
     @property
     def K(self) -> int:
-        return self.codebook.shape[0]
+        return self.codebook.shape[-2]
 
     @property
     def d(self) -> int:
-        return self.codebook.shape[1]
+        return self.codebook.shape[-1]
 
     @property
     def M(self) -> int:
         return self.scales.shape[0]
+
+    def codewords(self, j: int) -> np.ndarray:
+        """Iteration j's unscaled codebook, float32 (K, d)."""
+        return self.codebook[j] if self.per_iteration else self.codebook
 
     def encode(self, x: np.ndarray, progress=None):
         """Greedy recurrent encoding of float32 (n, d) rows.
@@ -60,32 +91,104 @@ class DRQQuantizer:
         n = x.shape[0]
         codes = np.empty((n, self.M), dtype=np.uint8)
         norms = np.empty((n, self.M), dtype=np.float32)
-        for start in range(0, n, ENCODE_CHUNK):
-            stop = min(n, start + ENCODE_CHUNK)
-            xc = np.ascontiguousarray(x[start:stop] @ self.codebook.T, dtype=np.float32)
-            codes[start:stop], norms[start:stop] = _core.encode_greedy(xc, self.gram, self.scales)
+        chunk = _PER_ITERATION_CHUNK if self.per_iteration else ENCODE_CHUNK
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            if self.per_iteration:
+                codes[start:stop], norms[start:stop] = self._encode_per_iteration(x[start:stop])
+            else:
+                xc = np.ascontiguousarray(x[start:stop] @ self.codebook.T, dtype=np.float32)
+                codes[start:stop], norms[start:stop] = _core.encode_greedy(xc, self.gram, self.scales)
             if progress is not None:
                 progress(stop - start)
         return codes, norms
 
+    def _encode_per_iteration(self, x: np.ndarray):
+        # Iteration m: argmin_k ||r - s_m C_m[k]||^2 = argmin_k ||s_m C_m[k]||^2 - 2 s_m <r, C_m[k]>,
+        # one (n, d) x (d, K) product per iteration (BLAS). The reconstruction norms are computed
+        # in float64 from the reconstruction itself, as prefix_norms does for stored codes.
+        r = np.array(x, dtype=np.float32)
+        xhat = np.zeros(r.shape, np.float64)
+        codes = np.empty((r.shape[0], self.M), np.uint8)
+        norms = np.empty((r.shape[0], self.M), np.float32)
+        for m in range(self.M):
+            s = float(self.scales[m])
+            score = r @ self.codebook[m].T
+            score *= -2.0 * s
+            score += self._scaled_sq_norms[m][None, :]
+            b = np.argmin(score, axis=1)
+            codes[:, m] = b
+            step = self.codebook[m][b]
+            step *= s
+            r -= step
+            xhat += step
+            norms[:, m] = np.einsum("ij,ij->i", xhat, xhat)
+        return codes, norms
+
     def decode(self, codes: np.ndarray, iters: int | None = None) -> np.ndarray:
-        """Reconstructions sum_{j<m} s_j C[b_j] of uint8 (n, >=m) codes, as float32 (n, d)."""
+        """Reconstructions sum_{j<m} s_j C_j[b_j] of uint8 (n, >=m) codes, as float32 (n, d)."""
         m = self.M if iters is None else iters
         out = np.zeros((codes.shape[0], self.d), dtype=np.float32)
         for j in range(m):
-            out += self.scales[j] * self.codebook[codes[:, j]]
+            out += self.scales[j] * self.codewords(j)[codes[:, j]]
         return out
 
-    def query_tables(self, xq: np.ndarray):
-        """The one look-up table per query that serves every iteration: T = q C^T, (nq, K) float32,
-        and the squared query norms (nq,) float32."""
-        tables = np.ascontiguousarray(xq @ self.codebook.T, dtype=np.float32)
+    def prefix_norms(self, codes: np.ndarray) -> np.ndarray:
+        """||xhat_m||^2 for m = 1..M of uint8 (n, M) codes (float32 (n, M)), decoded in float64 by chunks."""
+        n, M = codes.shape
+        norms = np.empty((n, M), np.float32)
+        scales = self.scales.astype(np.float64)
+        for start in range(0, n, QUERY_CHUNK):
+            block = codes[start:start + QUERY_CHUNK]
+            xhat = np.zeros((block.shape[0], self.d), np.float64)
+            for j in range(M):
+                xhat += scales[j] * self.codewords(j)[block[:, j]]
+                norms[start:start + block.shape[0], j] = np.einsum("ij,ij->i", xhat, xhat)
+        return norms
+
+    def prefix_inner_products(self, y: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """out[i, m-1] = <y_i, xhat_m(i)> for float32 (n, d) y and uint8 (n, M) codes: float64 (n, M)."""
+        n, M = codes.shape
+        out = np.empty((n, M), np.float64)
+        for start in range(0, n, QUERY_CHUNK):
+            yb = y[start:start + QUERY_CHUNK].astype(np.float64)
+            block = codes[start:start + QUERY_CHUNK]
+            if self.per_iteration:
+                for j in range(M):
+                    out[start:start + yb.shape[0], j] = np.einsum(
+                        "ij,ij->i", yb, self.codebook[j][block[:, j]].astype(np.float64))
+            else:
+                # One (b, K) table per row block, gathered per iteration.
+                table = yb @ self.codebook.T.astype(np.float64)
+                out[start:start + yb.shape[0]] = np.take_along_axis(table, block.astype(np.int64), axis=1)
+            out[start:start + yb.shape[0]] *= self.scales.astype(np.float64)[None, :M]
+        np.cumsum(out, axis=1, out=out)
+        return out
+
+    def query_tables(self, xq: np.ndarray, iters: int | None = None):
+        """Look-up tables for a batch of float32 (nq, d) queries, and the squared query norms (nq,).
+
+        shared: ONE table per query that serves every iteration, T = q C^T, (nq, K) float32.
+        per-iteration: tables[q, j, k] = <q, C_j[k]> for the first m = iters (default M)
+        iterations, (nq, m, K) float32. The scales are not folded in: the core applies them."""
+        if self.per_iteration:
+            m = self.M if iters is None else iters
+            flat = self.codebook[:m].reshape(m * self.K, self.d)
+            tables = np.ascontiguousarray((xq @ flat.T).reshape(xq.shape[0], m, self.K), dtype=np.float32)
+        else:
+            tables = np.ascontiguousarray(xq @ self.codebook.T, dtype=np.float32)
         qnorms = np.einsum("ij,ij->i", xq, xq, dtype=np.float32)
         return tables, np.ascontiguousarray(qnorms, dtype=np.float32)
 
     def truncated(self, iters: int) -> "DRQQuantizer":
-        """The same quantizer limited to its first `iters` iterations (same codebook, same codes' prefixes)."""
-        return DRQQuantizer(self.codebook, self.scales[:iters])
+        """The same quantizer limited to its first `iters` iterations (same codebook(s), same codes' prefixes)."""
+        cb = self.codebook[:iters] if self.per_iteration else self.codebook
+        return DRQQuantizer(cb, self.scales[:iters])
 
     def num_parameters(self) -> int:
         return self.codebook.size + self.scales.size
+
+    def same_model(self, other: "DRQQuantizer") -> bool:
+        """True when both hold bit-identical codebooks and scales (codes are interchangeable)."""
+        return (self.codebook.shape == other.codebook.shape and self.codebook.tobytes() == other.codebook.tobytes()
+                and self.scales.tobytes() == other.scales.tobytes())
