@@ -264,6 +264,7 @@ def test_train_runs_coarse_kmeans_then_drq_on_residuals(monkeypatch):
     @dataclasses.dataclass
     class FakeConfig:
         iters: int = 16
+        codebooks: str = "shared"
         max_seconds: float | None = None
         verbose: bool = False
 

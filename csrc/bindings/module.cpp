@@ -340,9 +340,20 @@ py::tuple ivf_search_impl(const PyIVFStore& s, const py::object& tables_obj,
                           const py::object& scales_obj, int64_t iters, int64_t k, int64_t metric,
                           const py::object& allowed_obj, bool reference) {
     const py::ssize_t M = static_cast<py::ssize_t>(s.lists.M());
+    // (nq, K): one table shared by all iterations; (nq, T, K): one table per iteration, T >= iters.
+    const bool per_iteration_tables = py::isinstance<py::array>(tables_obj) &&
+                                      py::reinterpret_borrow<py::array>(tables_obj).ndim() == 3;
     py::array tables =
-        require_array<float>(tables_obj, "tables", "float32", {any_dim("nq"), any_dim("K")});
+        per_iteration_tables
+            ? require_array<float>(tables_obj, "tables", "float32",
+                                   {any_dim("nq"), any_dim("T"), any_dim("K")})
+            : require_array<float>(tables_obj, "tables", "float32", {any_dim("nq"), any_dim("K")});
     const py::ssize_t nq = tables.shape(0);
+    if (per_iteration_tables && iters >= 1 && iters <= M && tables.shape(1) < iters) {
+        throw std::invalid_argument(
+            "tables: expected per-iteration tables of shape (nq, T >= iters=" + std::to_string(iters) +
+            ", K), one table per searched iteration, got " + describe_array(tables));
+    }
     py::array coarse = require_array<float>(coarse_obj, "coarse", "float32",
                                             {fixed_dim(nq, "nq"), any_dim("nprobe")});
     const py::ssize_t nprobe = coarse.shape(1);
@@ -356,7 +367,8 @@ py::tuple ivf_search_impl(const PyIVFStore& s, const py::object& tables_obj,
     drq::IVFSearchParams params;
     params.tables = data_of<float>(tables);
     params.nq = static_cast<size_t>(nq);
-    params.K = static_cast<size_t>(tables.shape(1));
+    params.K = static_cast<size_t>(tables.shape(per_iteration_tables ? 2 : 1));
+    params.tables_per_query = per_iteration_tables ? static_cast<size_t>(tables.shape(1)) : 1;
     params.coarse = data_of<float>(coarse);
     params.list_nos = data_of<int64_t>(list_nos);
     params.nprobe = to_size(nprobe, "nprobe", 1);
@@ -1126,7 +1138,8 @@ PYBIND11_MODULE(_core, m) {
 
     const char* ivf_doc =
         "ivf_search(store, tables, coarse, list_nos, scales, iters, k, metric, allowed=None)\n"
-        "-> (D float32 (nq, k), I int64 (nq, k)). tables: float32 (nq, K), T = q @ C.T;\n"
+        "-> (D float32 (nq, k), I int64 (nq, k)). tables: float32 (nq, K), T = q @ C.T (shared\n"
+        "codebook), or (nq, T >= iters, K), tables[q, j] = q @ C_j.T (one codebook per iteration);\n"
         "coarse: float32 (nq, nprobe), ||q - c_l||^2 (L2) or <q, c_l> (IP) of the probed lists;\n"
         "list_nos: int64 (nq, nprobe), -1 = skip. L2: D = (coarse + term_iters) - 2 ip;\n"
         "IP: D = coarse + ip. allowed: optional (ntotal,) filter in get_ids() order.\n"

@@ -156,6 +156,13 @@ struct ListOffsets {
     std::vector<size_t> offset;  // nlist + 1: first position of each list in list order
 };
 
+const float* table_for(const IVFSearchParams& p, size_t q) {
+    return p.tables + q * p.tables_per_query * p.K;
+}
+
+// Distance in floats between iteration j's table and iteration j+1's (adc.h): 0 shares one.
+size_t lut_stride_of(const IVFSearchParams& p) { return p.tables_per_query == 1 ? 0 : p.K; }
+
 // Scans list `l` for one query and offers its vectors to `heap`. Returns false when the
 // interrupter asked to stop.
 template <Metric metric>
@@ -175,8 +182,8 @@ bool scan_list(const InvertedLists& lists, size_t l, float coarse, const float* 
         const size_t tile_end = std::min(nblocks, tile_begin + tile_blocks);
         const size_t pos_begin = tile_begin * kBlockSize;
         const size_t count = std::min(tile_end * kBlockSize, size) - pos_begin;
-        kernel(store.block_codes(tile_begin), tile_end - tile_begin, stride, p.iters, table, 0,
-               p.scales, acc);
+        kernel(store.block_codes(tile_begin), tile_end - tile_begin, stride, p.iters, table,
+               lut_stride_of(p), p.scales, acc);
         const float* tile_terms = terms + pos_begin;
         for (size_t i = 0; i < count; ++i) {
             acc[i] = ivf_distance<metric>(acc[i], coarse, metric == Metric::L2 ? tile_terms[i] : 0.0f);
@@ -227,7 +234,7 @@ void ivf_search_with_metric(const InvertedLists& lists, const IVFSearchParams& p
         const size_t probe_end = split_probes ? probe_begin + 1 : p.nprobe;
         TopK<metric>& heap = split_probes ? heaps[item] : heaps[static_cast<size_t>(worker)];
         heap.set_capacity(p.k);
-        const float* table = p.tables + q * p.K;
+        const float* table = table_for(p, q);
         for (size_t pr = probe_begin; pr < probe_end; ++pr) {
             const int64_t l = p.list_nos[q * p.nprobe + pr];
             if (l < 0) continue;
@@ -258,9 +265,10 @@ void ivf_search_reference_with_metric(const InvertedLists& lists, const IVFSearc
                                       float* distances, int64_t* labels) {
     std::vector<size_t> offsets(lists.nlist() + 1, 0);
     for (size_t l = 0; l < lists.nlist(); ++l) offsets[l + 1] = offsets[l] + lists.list(l).ntotal();
+    const size_t lut_stride = lut_stride_of(p);
     std::vector<Candidate> all;
     for (size_t q = 0; q < p.nq; ++q) {
-        const float* table = p.tables + q * p.K;
+        const float* table = table_for(p, q);
         all.clear();
         for (size_t pr = 0; pr < p.nprobe; ++pr) {
             const int64_t l = p.list_nos[q * p.nprobe + pr];
@@ -273,7 +281,7 @@ void ivf_search_reference_with_metric(const InvertedLists& lists, const IVFSearc
                 const uint8_t* slot = store.block_codes(pos / kBlockSize) + pos % kBlockSize;
                 float ip = 0.0f;
                 for (size_t j = 0; j < p.iters; ++j) {
-                    const float product = table[slot[j * kBlockSize]] * p.scales[j];
+                    const float product = table[j * lut_stride + slot[j * kBlockSize]] * p.scales[j];
                     ip = ip + product;
                 }
                 const float dist =
@@ -298,6 +306,11 @@ void validate_ivf_search(const InvertedLists& lists, const IVFSearchParams& p) {
                                     "], got " + std::to_string(p.iters));
     }
     if (p.k == 0) throw std::invalid_argument("ivf_search: k must be >= 1");
+    if (p.tables_per_query != 1 && p.tables_per_query < p.iters) {
+        throw std::invalid_argument("ivf_search: " + std::to_string(p.tables_per_query) +
+                                    " tables per query: need 1 (shared) or >= iters=" +
+                                    std::to_string(p.iters));
+    }
     if (p.nprobe == 0) throw std::invalid_argument("ivf_search: nprobe must be >= 1");
     if (p.metric != Metric::L2 && p.metric != Metric::InnerProduct) {
         throw std::invalid_argument("ivf_search: unknown metric");

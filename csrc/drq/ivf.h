@@ -14,6 +14,10 @@
 // ||q - c_l||^2 (or <q, c_l>) is the coarse quantizer's distance, given per probed list. This is
 // IVF-PQ's "precomputed table" decomposition; with a shared codebook nothing per list is needed
 // at search time: the same K-entry query table serves every probed list and every iteration.
+// With one codebook per iteration (C_j), the query has one table per iteration instead,
+// T_j = q C_j^T, and ip_m = sum_{j<m} s_j T_j[b_j]; the terms and the decomposition are unchanged
+// (the caller computes <c_l, r^_m> with the per-iteration codebooks), and the tables still serve
+// every probed list.
 //
 // Ranking: the total order of topk.h with storage position pos = (list << 32) | offset, so
 // results are identical for every SIMD level and thread count.
@@ -67,9 +71,12 @@ private:
 };
 
 struct IVFSearchParams {
-    const float* tables = nullptr;    // nq * K floats: T = q C^T, one per query, all iterations
+    // Lookup tables, nq * tables_per_query * K floats. Query q's table for iteration j starts at
+    // tables + (q * tables_per_query + (tables_per_query == 1 ? 0 : j)) * K (as SearchParams).
+    const float* tables = nullptr;
     size_t nq = 0;
     size_t K = 0;                     // 1..256, above every stored code
+    size_t tables_per_query = 1;      // 1: T = q C^T for all iterations; else >= iters, one each
     const float* coarse = nullptr;    // nq * nprobe: ||q - c_l||^2 (L2) or <q, c_l> (IP)
     const int64_t* list_nos = nullptr;  // nq * nprobe: probed lists, -1 = none (skipped)
     size_t nprobe = 0;

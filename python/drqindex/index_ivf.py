@@ -20,6 +20,12 @@ with a shared codebook it needs no per-list table at search time at all (IVF-PQ 
 nlist x M x K table or a per-list table build), and it is exact with respect to the codes.
 Its cost is memory: one float per stored prefix (4 M bytes per vector) beside the M code bytes;
 a scan at prefix m reads m code bytes and one float per vector.
+
+Per-iteration codebooks (codebooks="per_iteration": one (K, d) codebook C_j per iteration): the
+same decomposition with <q, r^_m> = sum_{j<m} s_j T_j[b_j], T_j = q C_j^T, so a query has m tables
+(one BLAS product for the batch, only the m iterations searched) that still serve every probed
+list; the stored term uses <c_l, r^_m> = sum_{j<m} s_j <c_l, C_j[b_j]>, computed per vector by
+gathering its codewords (O(M d) per vector at add time) rather than from an nlist x M x K table.
 """
 from __future__ import annotations
 
@@ -33,6 +39,8 @@ from .quantizer import QUERY_CHUNK, DRQQuantizer
 
 _FLT_MAX = np.finfo(np.float32).max
 _ADD_CHUNK = 65536
+# Per-iteration query tables are (chunk, m, K) float32: bound them to about this many bytes.
+_TABLE_BYTES = 16 << 20
 
 
 class IndexIVFDRQ:
@@ -42,19 +50,22 @@ class IndexIVFDRQ:
     (IndexFlatL2 / IndexFlatIP / IndexHNSWFlat ...), untrained and empty (train() runs k-means and
     adds the centroids) or already holding exactly nlist centroids. d: dimension; nlist: number of
     lists; iters: M, iterations (bytes) per vector; metric: METRIC_L2 or METRIC_INNER_PRODUCT (must
-    match the coarse quantizer's); train_config: as IndexDRQ (DRQTrainConfig or dict), used to train
-    the DRQ quantizer on the residuals.
+    match the coarse quantizer's); codebooks: "shared" (one (256, d) codebook for every iteration,
+    the faithful DRQ) or "per_iteration" (one (256, d) codebook per iteration), as IndexDRQ;
+    train_config: as IndexDRQ (DRQTrainConfig or dict; iters and codebooks are taken from here),
+    used to train the DRQ quantizer on the residuals.
 
     Search-time knobs, per call (params=SearchParametersIVFDRQ(nprobe=..., iters=...)) or as
     attributes: index.nprobe (default 1, as faiss) and index.search_iters (None = all M).
     """
 
     def __init__(self, quantizer, d: int, nlist: int, iters: int = 16, metric: int = METRIC_L2, *,
-                 train_config=None, verbose: bool = False):
+                 codebooks: str = "shared", train_config=None, verbose: bool = False):
         self.d = _validate.positive_int(d, "d")
         self.nlist = _validate.positive_int(nlist, "nlist", upper=1 << 24)
         self.iters = _validate.positive_int(iters, "iters", upper=1024)
         self.metric_type = _validate.metric_value(metric)
+        self.codebooks = _validate.codebooks_value(codebooks)
         _check_coarse(quantizer, self.d, self.metric_type)
         self.quantizer = quantizer
         self.train_config = train_config
@@ -64,7 +75,7 @@ class IndexIVFDRQ:
         self._search_iters: int | None = None
         self._drq: DRQQuantizer | None = None
         self._centroids: np.ndarray | None = None     # (nlist, d) float32
-        self._list_tables: np.ndarray | None = None   # (nlist, K) float64: c_l C^T
+        self._list_tables: np.ndarray | None = None   # shared codebook only: (nlist, K) float64, c_l C^T
         self._store = _core.IVFStore(self.nlist, self.iters)
         self._lock = ReadWriteLock()
 
@@ -135,7 +146,8 @@ class IndexIVFDRQ:
 
     def __repr__(self):
         metric = "L2" if self.metric_type == METRIC_L2 else "IP"
-        return (f"IndexIVFDRQ(d={self.d}, nlist={self.nlist}, iters={self.iters}, metric={metric}, "
+        cb = "" if self.codebooks == "shared" else f", codebooks={self.codebooks!r}"
+        return (f"IndexIVFDRQ(d={self.d}, nlist={self.nlist}, iters={self.iters}, metric={metric}{cb}, "
                 f"nprobe={self.nprobe}, is_trained={self.is_trained}, ntotal={self.ntotal})")
 
     # ---------------------------------------------------------------- training
@@ -158,11 +170,14 @@ class IndexIVFDRQ:
 
             cfg = self.train_config
             if cfg is None:
-                cfg = DRQTrainConfig(iters=self.iters)
+                cfg = DRQTrainConfig(iters=self.iters, codebooks=self.codebooks)
             elif isinstance(cfg, dict):
-                cfg = DRQTrainConfig(**{**cfg, "iters": self.iters})
+                cfg = DRQTrainConfig(**{**cfg, "iters": self.iters, "codebooks": self.codebooks})
             elif cfg.iters != self.iters:
                 raise ValueError(f"train_config.iters: expected {self.iters} (the index's iters), got {cfg.iters}")
+            elif cfg.codebooks != self.codebooks:
+                raise ValueError(f"train_config.codebooks: expected {self.codebooks!r} (the index's codebooks), "
+                                 f"got {cfg.codebooks!r}; pass codebooks={cfg.codebooks!r} to the index")
             if self.verbose and not cfg.verbose:
                 import dataclasses
                 cfg = dataclasses.replace(cfg, verbose=True)
@@ -186,9 +201,10 @@ class IndexIVFDRQ:
         q.add(kmeans.centroids)
 
     def set_quantizers(self, drq_quantizer: DRQQuantizer, centroids=None) -> None:
-        """Use an already trained DRQ quantizer (of residuals) and, when `centroids` (nlist, d)
-        float32 is given, add them to the (empty) coarse quantizer; otherwise the coarse quantizer
-        must already hold nlist centroids. No torch needed."""
+        """Use an already trained DRQ quantizer (of residuals; shared or per-iteration codebooks, which
+        sets index.codebooks) and, when `centroids` (nlist, d) float32 is given, add them to the
+        (empty) coarse quantizer; otherwise the coarse quantizer must already hold nlist centroids.
+        No torch needed."""
         if not isinstance(drq_quantizer, DRQQuantizer):
             raise TypeError(f"drq_quantizer: expected a drqindex.DRQQuantizer, got {type(drq_quantizer).__name__}")
         with self._lock.write():
@@ -211,8 +227,11 @@ class IndexIVFDRQ:
 
     def _set_trained(self, centroids: np.ndarray, drq: DRQQuantizer) -> None:
         self._centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self._list_tables = self._centroids.astype(np.float64) @ drq.codebook.T.astype(np.float64)
+        # Per-iteration codebooks: no (nlist, M, K) table (it can be large); _terms gathers instead.
+        self._list_tables = None if drq.per_iteration else \
+            self._centroids.astype(np.float64) @ drq.codebook.T.astype(np.float64)
         self._drq = drq
+        self.codebooks = drq.form
 
     # ---------------------------------------------------------------- adding
     def add(self, x) -> None:
@@ -244,9 +263,14 @@ class IndexIVFDRQ:
         return assign, codes, terms
 
     def _terms(self, assign: np.ndarray, codes: np.ndarray, norms: np.ndarray) -> np.ndarray:
-        # ||r^_m||^2 + 2 <c_l, r^_m>, with <c_l, r^_m> = sum_{j<m} s_j (c_l C^T)[b_j] in float64.
-        cross = self._list_tables[assign[:, None], codes] * self._drq.scales.astype(np.float64)[None, :]
-        np.cumsum(cross, axis=1, out=cross)
+        # ||r^_m||^2 + 2 <c_l, r^_m>, with <c_l, r^_m> = sum_{j<m} s_j <c_l, C_j[b_j]> in float64:
+        # shared codebook, gathered from the per-list table (c_l C^T)[b_j]; per-iteration
+        # codebooks, from the codewords themselves (prefix_inner_products, O(M d) per vector).
+        if self._drq.per_iteration:
+            cross = self._drq.prefix_inner_products(self._centroids[assign], codes)
+        else:
+            cross = self._list_tables[assign[:, None], codes] * self._drq.scales.astype(np.float64)[None, :]
+            np.cumsum(cross, axis=1, out=cross)
         return np.ascontiguousarray(norms.astype(np.float64) + 2.0 * cross, dtype=np.float32)
 
     def _add_locked(self, x: np.ndarray, ids: np.ndarray) -> None:
@@ -295,12 +319,20 @@ class IndexIVFDRQ:
                 allowed = selection_mask(sel, self._store.get_ids(), "params.sel").view(np.uint8)
             k_core = min(k, ntotal)
             metric = 0 if self.metric_type == METRIC_L2 else 1
-            for start in range(0, n, QUERY_CHUNK):
-                xq = x[start:start + QUERY_CHUNK]
+            per_iteration = self._drq.per_iteration
+            chunk = QUERY_CHUNK
+            if per_iteration:
+                chunk = int(np.clip(_TABLE_BYTES // (m * self._drq.K * 4), 1, QUERY_CHUNK))
+            for start in range(0, n, chunk):
+                xq = x[start:start + chunk]
                 coarse, lists = self.quantizer.search(xq, nprobe)
                 coarse = np.ascontiguousarray(coarse, dtype=np.float32)
                 lists = np.ascontiguousarray(lists, dtype=np.int64)
-                tables = np.ascontiguousarray(xq @ self._drq.codebook.T, dtype=np.float32)
+                if per_iteration:
+                    # (nq, m, K): only the m iterations this search reads.
+                    tables = self._drq.query_tables(xq, m)[0]
+                else:
+                    tables = np.ascontiguousarray(xq @ self._drq.codebook.T, dtype=np.float32)
                 Dc, Ic = _core.ivf_search(self._store, tables, coarse, lists, self._drq.scales, m, k_core,
                                           metric, allowed)
                 Dc[Ic == -1] = pad

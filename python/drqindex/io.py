@@ -276,6 +276,8 @@ def _info_json(index) -> str:
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         cfg = dataclasses.asdict(cfg)
     info = {"writer": f"drqindex {__version__}", "train_info": index.train_info, "train_config": cfg}
+    # The codebook form, so an untrained index trains the same form once read (absent: "shared").
+    info["codebooks"] = getattr(index, "codebooks", "shared")
     return json.dumps(info, default=_json_default, sort_keys=True)
 
 
@@ -488,6 +490,7 @@ def _read(src):
     d = index.code_space_d
     if TAG_INFO in sections:
         _apply_info(index, src, sections[TAG_INFO], err)
+        index.codebooks = _info_codebooks(src, sections[TAG_INFO], err)
     k_factor = None
     if refine:
         kf = expect(TAG_K_FACTOR, 8)
@@ -615,6 +618,7 @@ def _read_ivf(src, sections, expect, err, d, M, K, metric, ntotal, trained):
     index.search_iters = search_iters or None
     if TAG_INFO in sections:
         _apply_info(index, src, sections[TAG_INFO], err)
+        index.codebooks = _info_codebooks(src, sections[TAG_INFO], err)
     ls = expect(TAG_LIST_SIZES, nlist * 8)
     sizes = src.array(ls.offset, nlist, "<i8", ls.name)
     if (sizes < 0).any() or int(sizes.sum()) != ntotal:
@@ -645,6 +649,16 @@ def _read_ivf(src, sections, expect, err, d, M, K, metric, ntotal, trained):
         index._append_encoded(np.ascontiguousarray(codes), np.ascontiguousarray(terms, dtype=np.float32),
                               np.ascontiguousarray(ids, dtype=np.int64), list_nos[start:start + n])
     return index
+
+
+def _info_codebooks(src, sec: _Section, err) -> str:
+    """The codebook form an IVF file's INFO records ("shared" when absent: files before the form
+    existed). The trained quantizer's own section (CBKF / CBKM) decides for a trained index."""
+    info = json.loads(bytes(src.read(sec.offset, sec.length, sec.name)).decode("utf-8"))  # checked by _apply_info
+    codebooks = info.get("codebooks", "shared")
+    if codebooks not in ("shared", "per_iteration"):
+        raise err(sec.name, f"codebooks: expected 'shared' or 'per_iteration', got {codebooks!r}")
+    return codebooks
 
 
 def _wrap_refine(base, raw, k_factor):
