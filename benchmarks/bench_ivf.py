@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--train-seconds", type=float, default=None, help="DRQ training budget (default 300; quick 30)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--codebooks", choices=["shared", "per_iteration"], default="per_iteration",
+                   help="IndexIVFDRQ codebook form (drqindex.IndexDRQ's codebooks argument)")
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cache-dir", default=None)
@@ -110,7 +112,7 @@ def run_fashion(args, info):
 
     # ---- one IndexIVFDRQ, M = 64
     M = max(ITERS)
-    index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(d), d, args.nlist, iters=M, train_config={
+    index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(d), d, args.nlist, iters=M, codebooks=args.codebooks, train_config={
         "max_seconds": args.train_seconds, "num_threads": args.threads, "seed": 0})
     with Timer() as t:
         index.train(xb)
@@ -253,7 +255,7 @@ def run_scale(args, index, info):
 def main(argv=None):
     args = parse_args(argv)
     info = machine_info()
-    info.update({"threads": args.threads, "nlist": args.nlist, "quick": args.quick,
+    info.update({"threads": args.threads, "nlist": args.nlist, "quick": args.quick, "codebooks": args.codebooks,
                  "train_seconds_budget": args.train_seconds, "simd_level": drqindex.simd_level()})
     results, index = run_fashion(args, info)
     rows = summarize(results, info, args)
@@ -273,7 +275,8 @@ def render_md(info, results, rows, scale, args, stem):
          f"drqindex), SIMD level {info['simd_level']}; nlist {args.nlist}; {len(NPROBES)} nprobe values "
          f"{list(NPROBES)}; 10-recall@10 over all queries; queries/s = nq / median of {args.repeats} runs "
          "(after one warm-up), coarse search and table building included.", "",
-         f"- **IVFDRQ**: ONE model, IndexIVFDRQ(IndexFlatL2, nlist {args.nlist}, M = {max(ITERS)}), "
+         f"- **IVFDRQ**: ONE model, IndexIVFDRQ(IndexFlatL2, nlist {args.nlist}, M = {max(ITERS)}, "
+         f"codebooks={args.codebooks!r}), "
          f"by residual; DRQ training bounded to {args.train_seconds:.0f} s wall clock "
          f"(took {info['drq_train_s']:.0f} s with the faiss k-means of the coarse quantizer); searched at "
          f"iters in {list(ITERS)}.",

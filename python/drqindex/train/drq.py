@@ -103,7 +103,7 @@ class DRQTrainConfig:
     init_iters: int = 3                  # pooled Lloyd rounds for init="shared_rq" (the best is kept)
     init_sample: int = 8192              # vectors used by the scale fit and the Lloyd rounds
     kmeans_iters: int = 20
-    per_iteration_sample: int = 16384    # per_iteration: residuals sampled for each iteration's k-means
+    per_iteration_sample: int = 32768    # per_iteration: residuals sampled for each iteration's k-means
     per_iteration_kmeans_iters: int = 10 # per_iteration: Lloyd rounds per iteration
     learn_first_scale: bool = False
     val_fraction: float = 0.1

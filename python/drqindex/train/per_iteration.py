@@ -15,8 +15,15 @@ code length (8 + 16 + 32 + 64 = 120 codebooks for the four lengths of the benchm
 Training, for m = 1..M (the residual-quantizer recipe; greedy, hence exactly sequential: the
 first m codebooks are what an m-iteration training would produce, so every prefix is as good as
 a model trained for that length with the same recipe):
-  1. k-means (faiss, K centroids, kmeans_iters Lloyd rounds, seeded) on a fresh random sample of
-     `per_iteration_sample` current residuals r_{m-1};
+  1. k-means (K centroids, seeded) on a fresh random sample of `per_iteration_sample` current
+     residuals r_{m-1}, with faiss's progressive-dimension clustering (as faiss's residual
+     quantizer trains by default): Lloyd rounds on the first 2, 4, ... principal dimensions, each
+     step started from the previous centroids, up to all d. Measured on Fashion-MNIST (MSE of the
+     60k training vectors after 4 iterations, 16384-vector samples, 10 Lloyd rounds): plain
+     k-means 813.7k, progressive 786.2k; with all 60k vectors as the sample 719.4k. The plain
+     k-means errors compound over iterations (8 iterations: 695k plain with 16k samples vs 538k
+     for faiss's residual quantizer trained on the 60k), hence the progressive form and a large
+     default sample;
   2. every training vector is encoded with it (argmin_k ||r - C_m[k]||^2) and r_m = r_{m-1} - C_m[b_m].
 Sampling a fresh subset per iteration lets each codebook see a different part of the data while
 bounding the k-means cost; the assignment of all n vectors keeps the residuals of the whole
@@ -48,6 +55,22 @@ PER_ITERATION_NOTE = "measured figures in the closing note of issue 3 / benchmar
 _ASSIGN_CHUNK = 8192
 
 
+def _progressive_kmeans(x: np.ndarray, K: int, niter: int, seed: int) -> np.ndarray:
+    """K centroids (K, d) float32 of x (n, d) by faiss.ProgressiveDimClustering (PCA dimensions
+    doubled step by step); plain k-means when faiss lacks it."""
+    import faiss
+    if not hasattr(faiss, "ProgressiveDimClustering"):  # pragma: no cover - present in faiss >= 1.7
+        return _kmeans(x, K, niter, seed, None)
+    x = np.ascontiguousarray(x, dtype=np.float32)   # kept alive: faiss reads it through a raw pointer
+    clus = faiss.ProgressiveDimClustering(x.shape[1], K)
+    clus.niter = niter
+    clus.seed = seed
+    clus.verbose = False
+    factory = faiss.ProgressiveDimIndexFactory()
+    clus.train(x.shape[0], faiss.swig_ptr(x), factory)
+    return faiss.vector_to_array(clus.centroids).reshape(K, x.shape[1]).astype(np.float32)
+
+
 @torch.no_grad()
 def _assign(R: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """argmin_k ||r_i - C_k||^2 for R (n, d), C (K, d): int64 (n,)."""
@@ -57,6 +80,17 @@ def _assign(R: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         block = R[s:s + _ASSIGN_CHUNK]
         out[s:s + block.shape[0]] = torch.addmm(cn.unsqueeze(0), block, C.T, alpha=-2.0).argmin(1)
     return out
+
+
+def _threads_kmeans(x, K, niter, seed, num_threads):
+    import faiss
+    prev = faiss.omp_get_max_threads()
+    if num_threads is not None:
+        faiss.omp_set_num_threads(num_threads)
+    try:
+        return _progressive_kmeans(x, K, niter, seed)
+    finally:
+        faiss.omp_set_num_threads(prev)
 
 
 def train_per_iteration(x: np.ndarray, cfg: DRQTrainConfig):
@@ -89,7 +123,7 @@ def train_per_iteration(x: np.ndarray, cfg: DRQTrainConfig):
             if deadline is not None and t_m > deadline:
                 niter, stop_reason = 1, "time_limit"
             rows = np.sort(rng.choice(n, sample, replace=False)) if sample < n else slice(None)
-            C = _kmeans(R[rows].numpy(), K, niter, cfg.seed + m, cfg.num_threads)
+            C = _threads_kmeans(R[rows].numpy(), K, niter, cfg.seed + m, cfg.num_threads)
             Ct = torch.from_numpy(C)
             b = _assign(R, Ct)
             R -= Ct[b]
