@@ -5,9 +5,10 @@
     every budget by truncation; against one faiss.IndexPQFastScan(d, 2B, 4) per budget B (and
     optionally faiss.IndexResidualQuantizerFastScan). 60k database, 10k queries, k = 100, exact
     ground truth; R@1 and 10-recall@10; queries/s = nq / median of `repeats` timed runs after a
-    warm-up, same process, same thread count for faiss (OpenMP) and drqindex (its pool + OpenBLAS,
-    which computes the float tables; OPENBLAS_NUM_THREADS is set before numpy is imported, hence
-    one subprocess per thread count).
+    warm-up, same process, same thread count for faiss (OpenMP) and drqindex (its own pool, which
+    also computes the float tables: no BLAS call during a search; OPENBLAS_NUM_THREADS is still set
+    before numpy is imported, hence one subprocess per thread count, so that the rest of the
+    process runs as a user's would).
 
     Bytes: faiss PQ4 fast scan reads B bytes per vector at budget B. DRQ-fs L2 reads ceil(m/2)
     code bytes + 1 norm byte: the "equal bytes" row uses m = 2 (B - 1) iterations (B bytes

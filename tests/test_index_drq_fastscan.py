@@ -120,6 +120,31 @@ def test_store_rejects_bad_codes():
         _core.FastScanStore(255, 0)
 
 
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("nq,d,iters", [(1, 1, 1), (3, 24, 5), (4, 7, 2), (9, 33, 3), (13, 16, 0)])
+def test_float_tables_match_reference(level, nq, d, iters):
+    # fastscan_tables.h: one FMA chain per entry in dimension order, so every level returns the
+    # scalar reference's bits; and the values are q . C_j (the float64 product, to float32 rounding).
+    rng = np.random.default_rng(nq * 100 + d)
+    x = rng.standard_normal((nq, d)).astype(np.float32)
+    cb = rng.standard_normal((iters + 2, d, 16)).astype(np.float32)
+    got = _core.fastscan_tables(level, x, cb, iters)
+    assert got.shape == (nq, iters, 16) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, _core.fastscan_tables("scalar", x, cb, iters))
+    exact = np.einsum("qk,jkc->qjc", x.astype(np.float64), cb[:iters].astype(np.float64))
+    np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5 * np.sqrt(d))
+
+
+def test_float_tables_bad_inputs():
+    x = np.zeros((2, 5), np.float32)
+    with pytest.raises(ValueError):
+        _core.fastscan_tables("scalar", x, np.zeros((3, 4, 16), np.float32), 1)  # d mismatch
+    with pytest.raises(ValueError):
+        _core.fastscan_tables("scalar", x, np.zeros((3, 5, 16), np.float32), 4)  # iters > M
+    with pytest.raises((ValueError, TypeError)):
+        _core.fastscan_tables("scalar", x.astype(np.float64), np.zeros((3, 5, 16), np.float32), 1)
+
+
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
@@ -199,6 +224,63 @@ def test_every_simd_level_gives_the_same_results(data, codebooks, metric):
     for r in results[1:]:
         for a, b in zip(results[0], r):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("metric", [drqindex.METRIC_L2, drqindex.METRIC_INNER_PRODUCT])
+@pytest.mark.parametrize("m", [3, 8])
+def test_tables_computed_in_core_equal_given_tables(data, codebooks, metric, m):
+    # The search computes the float tables per query group itself (queries + codebooks); giving
+    # the same tables explicitly must give the same bits, with and without re-ranking.
+    idx = _index(data, codebooks, metric, norm_prefixes=[3, 8] if metric == drqindex.METRIC_L2 else None)
+    xq = data[1]
+    tables, bias, slot = idx._query_tables(xq, m)
+    step = float(idx.norm_step[slot]) if slot >= 0 else 0.0
+    sign = 1.0 if metric == drqindex.METRIC_L2 else -1.0
+    for rerank in (0, 40):
+        a = _core.fastscan_search(idx._store, tables, bias, sign, m, slot, 10, rerank, norm_step=step)
+        b = _core.fastscan_search(idx._store, None, bias, sign, m, slot, 10, rerank, norm_step=step,
+                                  queries=xq, codebooks=idx._packed_codebooks())
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    # and the core tables are the float64 q . C_j times the metric factor, to float32 rounding
+    factor = -2.0 if metric == drqindex.METRIC_L2 else -1.0
+    exact = factor * np.einsum("qk,jck->qjc", xq.astype(np.float64), idx.codebooks[:m].astype(np.float64))
+    np.testing.assert_allclose(tables[:, :m], exact, rtol=1e-4, atol=1e-4 * np.abs(exact).max())
+    assert not tables[:, m:].any()  # the padding table of an odd m
+
+
+@pytest.mark.parametrize("m", [2, 8])
+def test_top_k_is_a_prefix_of_the_full_ranking(data, codebooks, m):
+    # The reservoir's selection (counting over uint16 sums, ties by position) keeps exactly the
+    # best k keys: every k gives the first k of the full ranking (k = ntotal), with or without the
+    # first-tile seeding (an all-true filter turns it off). m = 2 has only 256 distinct codes:
+    # many equal sums.
+    idx = _index(data, codebooks, drqindex.METRIC_INNER_PRODUCT, M=8)
+    xq = data[1][:12]
+    D_all, I_all = idx.search(xq, idx.ntotal, iters=m)
+    sel = drqindex.SearchParametersDRQ(iters=m, sel=idx.get_ids())
+    for k in (1, 7, 100, 333):
+        D_, I = idx.search(xq, k, iters=m)
+        np.testing.assert_array_equal(I, I_all[:, :k])
+        np.testing.assert_array_equal(D_, D_all[:, :k])
+        _, I_sel = idx.search(xq, k, params=sel)
+        np.testing.assert_array_equal(I_sel, I_all[:, :k])
+
+
+def test_core_tables_bad_inputs(data, codebooks):
+    idx = _index(data, codebooks)
+    xq = data[1][:3]
+    bias = np.zeros(3, np.float32)
+    cb = idx._packed_codebooks()
+    with pytest.raises(ValueError, match="queries and codebooks"):
+        _core.fastscan_search(idx._store, None, bias, 1.0, 8, 3, 5, queries=xq)
+    with pytest.raises(ValueError, match="not both"):
+        _core.fastscan_search(idx._store, np.zeros((3, 8, 16), np.float32), bias, 1.0, 8, 3, 5,
+                              queries=xq, codebooks=cb)
+    with pytest.raises(ValueError):
+        _core.fastscan_search(idx._store, None, bias, 1.0, 8, 3, 5, queries=xq[:, :5], codebooks=cb)
+    with pytest.raises(ValueError, match="iterations"):
+        _core.fastscan_search(idx._store, None, bias, 1.0, 8, 3, 5, queries=xq, codebooks=cb[:4])
 
 
 def test_threads_do_not_change_results(data, codebooks):

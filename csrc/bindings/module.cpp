@@ -29,6 +29,7 @@
 #include "drq/fastscan.h"
 #include "drq/fastscan_codes.h"
 #include "drq/fastscan_search.h"
+#include "drq/fastscan_tables.h"
 #include "drq/ivf.h"
 #include "drq/parallel.h"
 #include "drq/search.h"
@@ -645,16 +646,39 @@ void bind_fastscan(py::module_& m) {
         "fastscan_search",
         [](const PyFastScanStore& s, const py::object& tables_obj, const py::object& bias_obj,
            double sign, int64_t iters, int64_t norm_slot, int64_t k, int64_t rerank,
-           const py::object& allowed_obj, std::optional<std::string> level_name, double norm_step) {
-            py::array tables = require_array<float>(tables_obj, "tables", "float32",
-                                                    {any_dim("nq"), any_dim("T"), fixed_dim(16)});
-            const py::ssize_t nq = tables.shape(0);
-            py::array bias = require_array<float>(bias_obj, "bias", "float32", {fixed_dim(nq, "nq")});
+           const py::object& allowed_obj, std::optional<std::string> level_name, double norm_step,
+           const py::object& queries_obj, const py::object& codebooks_obj) {
             drq::FastScanSearchParams p;
-            p.nq = static_cast<size_t>(nq);
-            p.tables = data_of<float>(tables);
-            p.ntables = static_cast<size_t>(tables.shape(1));
             p.iters = to_size(iters, "iters", 1);
+            py::array tables, queries, codebooks;
+            py::ssize_t nq = 0;
+            if (!tables_obj.is_none()) {
+                if (!queries_obj.is_none() || !codebooks_obj.is_none()) {
+                    throw std::invalid_argument("fastscan_search: give either tables or queries and codebooks, not both");
+                }
+                tables = require_array<float>(tables_obj, "tables", "float32",
+                                              {any_dim("nq"), any_dim("T"), fixed_dim(16)});
+                nq = tables.shape(0);
+                p.tables = data_of<float>(tables);
+                p.ntables = static_cast<size_t>(tables.shape(1));
+            } else {
+                if (queries_obj.is_none() || codebooks_obj.is_none()) {
+                    throw std::invalid_argument("fastscan_search: tables is None, so queries and codebooks are required");
+                }
+                queries = require_array<float>(queries_obj, "queries", "float32", {any_dim("nq"), any_dim("d")});
+                nq = queries.shape(0);
+                const py::ssize_t d = queries.shape(1);
+                codebooks = require_array<float>(codebooks_obj, "codebooks", "float32",
+                                                 {any_dim("M"), fixed_dim(d, "d"), fixed_dim(16)});
+                if (d == 0) throw std::invalid_argument("queries: expected d >= 1, got 0");
+                p.queries = data_of<float>(queries);
+                p.d = static_cast<size_t>(d);
+                p.codebooks_t = data_of<float>(codebooks);
+                p.codebook_iters = static_cast<size_t>(codebooks.shape(0));
+                p.ntables = 2 * ((p.iters + 1) / 2);
+            }
+            py::array bias = require_array<float>(bias_obj, "bias", "float32", {fixed_dim(nq, "nq")});
+            p.nq = static_cast<size_t>(nq);
             p.norm_slot = static_cast<long>(norm_slot);
             p.norm_step = static_cast<float>(norm_step);
             p.bias = data_of<float>(bias);
@@ -681,17 +705,53 @@ void bind_fastscan(py::module_& m) {
             run_interruptible([&](const drq::InterruptCallback& interrupt) {
                 std::shared_lock<std::shared_mutex> lock(s.mutex);
                 drq::fastscan_search(s.store, p, d_out, l_out, interrupt, nthreads,
-                                     drq::fastscan_scan_for(level), drq::fastscan_filter_for(level));
+                                     drq::fastscan_scan_for(level), drq::fastscan_filter_for(level),
+                                     drq::fastscan_tables_for(level));
             });
             return py::make_tuple(distances, labels);
         },
         py::arg("store"), py::arg("tables"), py::arg("bias"), py::arg("sign"), py::arg("iters"),
         py::arg("norm_slot"), py::arg("k"), py::arg("rerank") = 0, py::arg("allowed") = py::none(),
-        py::arg("level") = py::none(), py::arg("norm_step") = 0.0,
-        "fastscan_search(store, tables float32 (nq, T, 16), bias float32 (nq,), sign, iters,\n"
-        "norm_slot, k, rerank=0, allowed=None, level=None, norm_step=0.0) -> (D float32 (nq, k), I int64 (nq, k)).\n"
+        py::arg("level") = py::none(), py::arg("norm_step") = 0.0, py::arg("queries") = py::none(),
+        py::arg("codebooks") = py::none(),
+        "fastscan_search(store, tables float32 (nq, T, 16) or None, bias float32 (nq,), sign, iters,\n"
+        "norm_slot, k, rerank=0, allowed=None, level=None, norm_step=0.0, queries=None, codebooks=None)\n"
+        "-> (D float32 (nq, k), I int64 (nq, k)).\n"
         "tables in kernel order (see csrc/drq/fastscan_search.h); D = sign * (bias + sum [+ norm level * norm_step]).\n"
+        "tables=None: computed inside the search from queries float32 (nq, d) and codebooks float32 (M, d, 16)\n"
+        "(iteration j's codebook transposed, metric factor folded in; csrc/drq/fastscan_tables.h).\n"
         "level: force a SIMD level ('scalar'|'avx2'|'avx512'; tests). GIL released, Ctrl-C honoured.");
+
+    m.def(
+        "fastscan_tables",
+        [](const std::string& level_name, const py::object& queries_obj, const py::object& codebooks_obj,
+           int64_t iters) {
+            const drq::SimdLevel level = drq::parse_simd_level(level_name);
+            if (!drq::simd_level_supported(level)) {
+                throw std::invalid_argument("SIMD level " + level_name + " is not supported here");
+            }
+            py::array queries = require_array<float>(queries_obj, "queries", "float32", {any_dim("nq"), any_dim("d")});
+            const py::ssize_t nq = queries.shape(0), d = queries.shape(1);
+            py::array codebooks = require_array<float>(codebooks_obj, "codebooks", "float32",
+                                                       {any_dim("M"), fixed_dim(d, "d"), fixed_dim(16)});
+            const size_t m = to_size(iters, "iters", 0);
+            if (m > static_cast<size_t>(codebooks.shape(0))) {
+                throw std::invalid_argument("iters=" + std::to_string(m) + " exceeds the " +
+                                            std::to_string(codebooks.shape(0)) + " iterations of codebooks");
+            }
+            py::array_t<float> tables({nq, static_cast<py::ssize_t>(m), py::ssize_t(16)});
+            float* out = tables.mutable_data();
+            const float* x = data_of<float>(queries);
+            const float* cb = data_of<float>(codebooks);
+            {
+                py::gil_scoped_release release;
+                drq::fastscan_tables_for(level)(x, static_cast<size_t>(nq), static_cast<size_t>(d), cb, m, out, m * 16);
+            }
+            return tables;
+        },
+        py::arg("level"), py::arg("queries"), py::arg("codebooks"), py::arg("iters"),
+        "fastscan_tables(level, queries float32 (nq, d), codebooks float32 (M, d, 16), iters) -> float32 (nq, iters, 16):\n"
+        "the float code tables of csrc/drq/fastscan_tables.h with the kernel of a SIMD level (tests).");
 
     m.def(
         "fastscan_scan",

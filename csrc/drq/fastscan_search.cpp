@@ -14,7 +14,11 @@ namespace {
 
 // Code bytes of a tile per query: the tile stays in L1/L2 while a query group scans it.
 constexpr size_t kTileBytes = 32 * 1024;
-constexpr size_t kMaxQueryGroup = 8;
+// Queries per work item: their tables are computed together (the codebooks, iters * d * 16
+// floats, are read once per item) and each code tile is scanned for all of them while it is in
+// cache. At 8 the codebook and database streams per item evicted each other from the shared L3
+// (32 B, 1 thread: scan 2x slower); 32 and 64 brought them back to the speed with BLAS tables.
+constexpr size_t kMaxQueryGroup = 64;
 // Blocks whose candidate masks are computed with one threshold.
 constexpr size_t kFilterBlocks = 8;
 // Finest per-byte table scale, as a power of two over the widest table's (fastscan_quantize_tables).
@@ -89,18 +93,28 @@ float fastscan_quantize_tables(const float* tables, size_t ntables, uint8_t* out
 namespace {
 
 // Best `capacity` candidates of one query by key = (uint16 sum << 32) | storage position: smaller
-// sum first, ties by position. A reservoir of 2 capacity keys instead of a heap: appending is
-// O(1), and when it is full one nth_element keeps the best half and tightens the threshold
+// sum first, ties by position. A reservoir of 1.4 capacity keys instead of a heap: appending is
+// O(1), and when it is full a selection keeps the best `capacity` and tightens the threshold
 // (as faiss's ReservoirTopN; a binary heap cost more than the scan at k = 100).
 // The result is exactly the best `capacity` keys among all offered, whatever the order of offers
 // and the staleness of thresholds used to filter them: a key is only dropped when `capacity`
 // smaller keys were seen.
+// Selection by counting instead of nth_element (which profiled at ~7 % of a 16 B search: its
+// branches on random keys mispredict): a binary search over the uint16 sums finds the sum t of
+// the capacity-th best key, with a branch-free (vectorised) count per step over a separate uint16
+// copy of the sums; one stable pass then keeps the keys with sum < t and the first keys with sum
+// == t. The first are the smallest positions, because a query's keys are offered in increasing
+// position order (the search scans tiles, blocks and mask bits in storage order) and the pass
+// keeps that order; so the kept set is the one nth_element kept.
 class Reservoir {
 public:
     void reset(size_t capacity) {
         capacity_ = capacity;
+        limit_ = shrink_at(capacity);
         keys_.clear();
-        keys_.reserve(2 * capacity);
+        sums_.clear();
+        keys_.reserve(limit_);
+        sums_.reserve(limit_);
         threshold_ = ~uint64_t(0);
     }
     // Keys >= threshold() cannot be among the best.
@@ -110,10 +124,12 @@ public:
     void seed(uint64_t sum) {
         if (keys_.empty()) threshold_ = std::min(threshold_, sum << 32);
     }
+    // Keys must come in increasing position order (see above).
     void offer(uint64_t key) {
         if (key >= threshold_) return;
         keys_.push_back(key);
-        if (keys_.size() == 2 * capacity_) shrink();
+        sums_.push_back(static_cast<uint16_t>(key >> 32));
+        if (keys_.size() == limit_) shrink();
     }
     // Sorts the kept keys, best first; returns them (at most capacity).
     const std::vector<uint64_t>& finish() {
@@ -123,14 +139,58 @@ public:
     }
 
 private:
+    // Keys held before a selection: capacity + 40 %. A smaller slack selects more often but
+    // tightens the threshold sooner, so fewer keys are offered at all; measured at 16 B, k = 100
+    // (1 thread, search CPU time, busy shared machine, still with nth_element): 1.4 capacity
+    // ~5 % faster than 2; 4 and 8 slower.
+    static size_t shrink_at(size_t capacity) { return capacity + std::max<size_t>(1, (2 * capacity) / 5); }
+
+    // Number of held sums <= t. No branch, and uint16 counts over chunks of < 2^16 sums: the
+    // compiler vectorises the loop on 16-bit lanes (a size_t count widened every lane to 64 bits).
+    size_t count_at_most(uint16_t t) const {
+        size_t count = 0;
+        const uint16_t* sums = sums_.data();
+        for (size_t i0 = 0; i0 < sums_.size(); i0 += 65535) {
+            const size_t i1 = std::min(sums_.size(), i0 + 65535);
+            uint16_t chunk = 0;
+            for (size_t i = i0; i < i1; ++i) chunk = static_cast<uint16_t>(chunk + (sums[i] <= t ? 1 : 0));
+            count += chunk;
+        }
+        return count;
+    }
+
     void shrink() {
-        std::nth_element(keys_.begin(), keys_.begin() + (capacity_ - 1), keys_.end());
-        threshold_ = keys_[capacity_ - 1];
-        keys_.resize(capacity_);
+        // Smallest t with count(sum <= t) >= capacity (exists: more than capacity keys are held).
+        // Every held sum is <= the threshold's.
+        uint32_t lo = 0, hi = static_cast<uint32_t>(std::min<uint64_t>(65535, threshold_ >> 32));
+        while (lo < hi) {
+            const uint32_t mid = (lo + hi) / 2;
+            if (count_at_most(static_cast<uint16_t>(mid)) >= capacity_) hi = mid; else lo = mid + 1;
+        }
+        const uint32_t t = lo;
+        // keys with sum t to keep
+        size_t ties = capacity_ - (t == 0 ? 0 : count_at_most(static_cast<uint16_t>(t - 1)));
+        size_t kept = 0;
+        uint64_t last = 0;
+        for (size_t i = 0; i < keys_.size(); ++i) {
+            const uint32_t sum = sums_[i];
+            const bool tie = sum == t && ties > 0;
+            const bool keep = sum < t || tie;
+            ties -= tie ? 1 : 0;
+            keys_[kept] = keys_[i];
+            sums_[kept] = sums_[i];
+            if (tie) last = keys_[i];
+            kept += keep ? 1 : 0;
+        }
+        keys_.resize(kept);
+        sums_.resize(kept);
+        threshold_ = last;  // the capacity-th best key: the last kept of sum t
     }
     size_t capacity_ = 0;
+    size_t limit_ = 1;  // shrink_at(capacity_)
     uint64_t threshold_ = ~uint64_t(0);
     std::vector<uint64_t> keys_;
+    std::vector<uint16_t> sums_;  // keys_[i] >> 32, for the counting selection
 };
 
 constexpr uint64_t sum_of(uint64_t key) { return key >> 32; }
@@ -196,7 +256,7 @@ void seed_from_tile(const uint16_t* acc, size_t nblocks, size_t count, FastScanF
 
 void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, float* distances,
                      int64_t* labels, const InterruptCallback& interrupt, int nthreads,
-                     FastScanFn kernel, FastScanFilterFn filter) {
+                     FastScanFn kernel, FastScanFilterFn filter, FastScanTablesFn tables_fn) {
     const size_t ntotal = store.ntotal();
     if (ntotal >= (size_t(1) << 32)) {
         throw std::invalid_argument("fastscan_search: at most 2^32 - 1 vectors per store");
@@ -219,6 +279,14 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
                                     " tables for iters=" + std::to_string(p.iters) + ", got " +
                                     std::to_string(p.ntables));
     }
+    if (p.tables == nullptr &&
+        (p.queries == nullptr || p.codebooks_t == nullptr || p.d == 0 || tables_fn == nullptr)) {
+        throw std::invalid_argument("fastscan_search: give either tables or queries, d, codebooks and a table kernel");
+    }
+    if (p.tables == nullptr && p.codebook_iters < p.iters) {
+        throw std::invalid_argument("codebooks: " + std::to_string(p.codebook_iters) +
+                                    " iterations, fewer than iters=" + std::to_string(p.iters));
+    }
     if (p.k < 1 || p.k > ntotal) {
         throw std::invalid_argument("k must be in 1..ntotal=" + std::to_string(ntotal) + ", got " +
                                     std::to_string(p.k));
@@ -237,6 +305,11 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
     const size_t group = std::clamp<size_t>(p.nq / std::max<size_t>(1, nworkers), 1, kMaxQueryGroup);
     const size_t ngroups = (p.nq + group - 1) / group;
     const int64_t* ids = store.ids();
+    // ids 0..ntotal-1 in storage order (add() without ids, nothing removed): positions are the
+    // ids, and the scattered id look-ups (~2 % of a 16 B search) are skipped. One O(ntotal) pass
+    // per call, next to the O(nq ntotal bytes) scan.
+    bool ids_are_positions = true;
+    for (size_t i = 0; i < ntotal && ids_are_positions; ++i) ids_are_positions = ids[i] == static_cast<int64_t>(i);
     const size_t lut_bytes = p.ntables * 16;
     // The norm factor 256 a norm_step must fit 16 bits (fastscan.h).
     const float max_scale = with_norm && p.norm_step > 0.0f ? 65535.0f / (256.0f * p.norm_step)
@@ -248,6 +321,7 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
         std::vector<uint16_t> acc;
         std::vector<uint32_t> masks;
         std::vector<uint8_t> luts;
+        std::vector<float> tables;      // group * ntables * 16 when computed here (p.tables == nullptr)
         std::vector<float> scale, offset;
         std::vector<uint16_t> factors;  // norm level -> uint16 units, 8 fractional bits
         std::vector<uint8_t> shifts;    // group * nbytes Horner shifts (fastscan.h)
@@ -260,6 +334,8 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
         s.acc.resize(kFastScanMaxQueries * tile_blocks * kFastScanBlock);
         s.masks.resize(kFilterBlocks);
         s.luts.resize(group * lut_bytes);
+        // Zeros past m stay: the kernel writes the first m tables of each query only.
+        if (p.tables == nullptr) s.tables.assign(group * lut_bytes, 0.0f);
         s.scale.resize(group);
         s.offset.resize(group);
         s.factors.resize(group);
@@ -271,8 +347,15 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
     parallel_for(ngroups, static_cast<int>(scratch.size()), interrupter, [&](size_t item, int worker) {
         Scratch& s = scratch[static_cast<size_t>(worker)];
         const size_t q0 = item * group, q1 = std::min(p.nq, q0 + group);
+        // Float tables of the group's queries: query q's at group_tables + (q - q0) * lut_bytes.
+        const float* group_tables = s.tables.data();
+        if (p.tables != nullptr) {
+            group_tables = p.tables + q0 * lut_bytes;
+        } else {
+            tables_fn(p.queries + q0 * p.d, q1 - q0, p.d, p.codebooks_t, p.iters, s.tables.data(), lut_bytes);
+        }
         for (size_t q = q0; q < q1; ++q) {
-            s.scale[q - q0] = fastscan_quantize_tables(p.tables + q * lut_bytes, p.ntables,
+            s.scale[q - q0] = fastscan_quantize_tables(group_tables + (q - q0) * lut_bytes, p.ntables,
                                                        s.luts.data() + (q - q0) * lut_bytes,
                                                        s.shifts.data() + (q - q0) * nbytes,
                                                        &s.offset[q - q0], max_scale);
@@ -317,13 +400,13 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
                     dq[r] = found ? p.sign * (p.bias[q] + s.offset[q - q0] +
                                               static_cast<float>(sum_of(keys[r])) * inv)
                                   : pad;
-                    lq[r] = found ? ids[position_of(keys[r])] : -1;
+                    lq[r] = found ? static_cast<int64_t>(position_of(keys[r])) : -1;
                 }
                 continue;
             }
             // Re-rank: exact float sums of the kept candidates (ties by position), visited in
             // storage order (keys sorted by position) so neighbouring candidates share cache lines.
-            const float* tq = p.tables + q * lut_bytes;
+            const float* tq = group_tables + (q - q0) * lut_bytes;
             s.reranked.clear();
             for (uint64_t key : keys) s.reranked.emplace_back(0.0f, key & 0xffffffffu);
             std::sort(s.reranked.begin(), s.reranked.end(),
@@ -360,8 +443,15 @@ void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, 
             for (size_t r = 0; r < p.k; ++r) {
                 const bool found = r < s.reranked.size();
                 dq[r] = found ? p.sign * (p.bias[q] + s.reranked[r].first) : pad;
-                lq[r] = found ? ids[position_of(s.reranked[r].second)] : -1;
+                lq[r] = found ? static_cast<int64_t>(position_of(s.reranked[r].second)) : -1;
             }
+        }
+        // Positions -> ids for the whole group in one tight loop: the ids are scattered over
+        // the id array, and with nothing else in the loop the cache misses overlap (looked up
+        // per result they stalled the output loop: ~2 % of a 32 B search).
+        int64_t* labels_group = labels + q0 * p.k;
+        for (size_t r = 0; r < (q1 - q0) * p.k && !ids_are_positions; ++r) {
+            if (labels_group[r] >= 0) labels_group[r] = ids[labels_group[r]];
         }
     });
 }

@@ -1,5 +1,7 @@
 // k-NN search over a FastScanStore: per-query uint8 tables, the fast-scan kernel, a reservoir of
 // the best uint16 sums, and optional re-ranking of those candidates with the exact float tables.
+// The float tables are either given or (queries + codebooks) computed per query group inside the
+// parallel region (fastscan_tables.h), so that no BLAS call runs during a search.
 //
 // Metric-agnostic: the caller gives float tables whose sum is to be MINIMISED and a per-query
 // bias and sign; the reported distance of a vector is sign * (bias + sum of its table entries
@@ -32,6 +34,7 @@
 
 #include "fastscan.h"
 #include "fastscan_codes.h"
+#include "fastscan_tables.h"
 #include "parallel.h"
 
 namespace drq {
@@ -40,8 +43,14 @@ struct FastScanSearchParams {
     size_t nq = 0;
     // nq * ntables * 16 floats, in kernel order: for each code byte p < ceil(m / 2) the table of
     // iteration 2p then that of 2p + 1 (zeros past m). ntables = 2 ceil(m / 2).
+    // nullptr: the tables are computed per query group inside the search (fastscan_tables.h)
+    // from `queries` and `codebooks_t`, with the `tables_fn` given to fastscan_search.
     const float* tables = nullptr;
     size_t ntables = 0;
+    const float* queries = nullptr;      // nq * d (used when tables == nullptr)
+    size_t d = 0;
+    const float* codebooks_t = nullptr;  // >= iters * d * 16, fastscan_tables.h layout, metric factor folded in
+    size_t codebook_iters = 0;           // iterations held by codebooks_t (>= iters)
     size_t iters = 0;        // m, 1..M
     long norm_slot = -1;     // norm byte slot scanned with the codes, or -1
     float norm_step = 0.0f;  // table units per norm level (finite, >= 0; used if norm_slot >= 0)
@@ -54,10 +63,12 @@ struct FastScanSearchParams {
 };
 
 // distances, labels: nq * k (reported best first; -1 / +-inf padding if fewer candidates).
+// tables_fn: required when p.tables is nullptr.
 // Throws std::invalid_argument on inconsistent parameters, drq::Interrupted when interrupted.
 void fastscan_search(const FastScanStore& store, const FastScanSearchParams& p, float* distances,
                      int64_t* labels, const InterruptCallback& interrupt, int nthreads,
-                     FastScanFn kernel, FastScanFilterFn filter);
+                     FastScanFn kernel, FastScanFilterFn filter,
+                     FastScanTablesFn tables_fn = nullptr);
 
 // Quantises one query's tables (ntables * 16 floats, ntables even) to uint8 (ntables * 16) and
 // Horner shifts (ntables / 2); returns the scale A of the uint16 sums (at most max_scale) and

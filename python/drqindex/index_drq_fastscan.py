@@ -12,10 +12,11 @@ training time). The norm byte of prefix m is read beside the code bytes and adde
 sums as level x (a per-query 16-bit factor), not through uint8 tables. Bytes SCANNED per vector
 by a search at m iterations: ceil(m / 2) (+1 for L2). Inner product needs no norm byte.
 
-Search path: per query, float tables (q . C_j; one BLAS matmul straight into the kernel-order
-buffer) -> quantised to uint8 (core): each code byte's two tables get the scale a 2^e_p, the
-finest power of two over the widest table's that fits 0..255 (residual tables shrink with the
-iteration), and the kernel's Horner shifts bring all bytes to one scale -> uint16 sums by the
+Search path (all in the core, per group of up to 64 queries inside its parallel region): float
+tables (q . C_j: fused multiply-adds over the codebooks stored transposed, csrc/drq/fastscan_tables.h;
+no BLAS call, so no BLAS threads compete with the scan's workers) -> quantised to uint8: each
+code byte's two tables get the scale a 2^e_p, the finest power of two over the widest table's
+that fits 0..255 (residual tables shrink with the iteration), and the kernel's Horner shifts bring all bytes to one scale -> uint16 sums by the
 kernel (scalar / AVX2 / AVX-512 BW, chosen at run time, up to 4 queries per code load), plus the
 norm level x factor, saturating -> the best max(k, rerank) by uint16 sum (ties: storage order)
 -> with rerank > 0 those candidates are re-ranked by their exact float-table sums (same codes,
@@ -36,7 +37,6 @@ from .metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from .params import SearchParametersDRQ
 
 _FLT_MAX = np.finfo(np.float32).max
-_QUERY_CHUNK = 1024
 _MAX_ITERS = 254  # csrc/drq/fastscan_codes.h kFastScanMaxIters (uint16 sums cannot overflow)
 
 
@@ -245,52 +245,52 @@ class IndexDRQFastScan:
                 allowed = selection_mask(sel, self._store.get_ids(), "params.sel").view(np.uint8)
             k_core = min(k, ntotal)
             pad = _FLT_MAX if self.metric_type == METRIC_L2 else -_FLT_MAX
-            for start in range(0, n, _QUERY_CHUNK):
-                stop = min(n, start + _QUERY_CHUNK)
-                tables, bias, slot = self._query_tables(x[start:stop], m)
-                step = float(self.norm_step[slot]) if slot >= 0 else 0.0
-                Dc, Ic = _core.fastscan_search(self._store, tables, bias,
-                                               1.0 if self.metric_type == METRIC_L2 else -1.0,
-                                               m, slot, k_core, rr, allowed, norm_step=step)
-                Dc[Ic == -1] = pad
-                D[start:stop, :k_core] = Dc
-                I[start:stop, :k_core] = Ic
+            bias, slot = self._query_bias(x, m)
+            step = float(self.norm_step[slot]) if slot >= 0 else 0.0
+            # One core call for all queries: it computes each query group's float tables itself
+            # (no nq x m x 16 buffer here), so chunking would only add thread start-ups.
+            Dc, Ic = _core.fastscan_search(self._store, None, bias,
+                                           1.0 if self.metric_type == METRIC_L2 else -1.0,
+                                           m, slot, k_core, rr, allowed, norm_step=step,
+                                           queries=x, codebooks=self._packed_codebooks())
+            Dc[Ic == -1] = pad
+            D[:, :k_core] = Dc
+            I[:, :k_core] = Ic
             if k_core < k:
                 D[:, k_core:] = pad
                 I[:, k_core:] = -1
         return D, I
 
-    def _query_tables(self, xq: np.ndarray, m: int):
-        """Float code tables in kernel order (nq, 2 ceil(m/2), 16), bias (nq,), norm slot (-1: none).
+    def _query_bias(self, xq: np.ndarray, m: int):
+        """Per-query bias (nq,) and norm slot (-1: none): ||q||^2 + norm_min for L2, 0 for IP.
 
         The norm is not a table: the core adds level * norm_step[slot] (fastscan_search.h)."""
-        nq, nbytes = xq.shape[0], (m + 1) // 2
-        factor = -2.0 if self.metric_type == METRIC_L2 else -1.0
-        # One matmul straight into the kernel-order buffer, with the codebooks pre-scaled by
-        # -2 (L2) or -1 (IP): no extra passes over the nq x m x 16 tables (serial numpy work that
-        # does not shrink with threads).
-        tables = np.empty((nq, 2 * nbytes, 16), np.float32)
-        flat = tables.reshape(nq, 2 * nbytes * 16)
-        np.matmul(xq, self._scaled_codebooks(m, factor), out=flat[:, :m * 16])
-        flat[:, m * 16:] = 0.0
         if self.metric_type == METRIC_L2:
             slot = self.norm_prefixes.index(m)
-            bias = (np.einsum("ij,ij->i", xq, xq) + self.norm_min[slot]).astype(np.float32)
-        else:
-            slot = -1
-            bias = np.zeros(nq, np.float32)
+            return (np.einsum("ij,ij->i", xq, xq) + self.norm_min[slot]).astype(np.float32), slot
+        return np.zeros(xq.shape[0], np.float32), -1
+
+    def _query_tables(self, xq: np.ndarray, m: int):
+        """Float code tables in kernel order (nq, 2 ceil(m/2), 16), bias (nq,), norm slot (-1: none),
+        as the core computes them (same kernel, same bits); for tests and inspection."""
+        nbytes = (m + 1) // 2
+        tables = np.zeros((xq.shape[0], 2 * nbytes, 16), np.float32)
+        tables[:, :m] = _core.fastscan_tables(_simd_level_name(), xq, self._packed_codebooks(), m)
+        bias, slot = self._query_bias(xq, m)
         return tables, bias, slot
 
-    def _scaled_codebooks(self, m: int, factor: float) -> np.ndarray:
-        """factor * codebooks[:m] as a (d, m * 16) float32 matrix (cached per model and m)."""
+    def _packed_codebooks(self) -> np.ndarray:
+        """factor * codebooks as float32 (M, d, 16): iteration j's codebook transposed, factor -2
+        (L2) or -1 (IP) folded in (csrc/drq/fastscan_tables.h). Cached per model."""
         codebooks = self.codebooks
-        cached = self.__dict__.get("_scaled_cb")
+        cached = self.__dict__.get("_packed_cb")
         # Identity check on the codebooks object: a new model (set_codebooks, load) never reuses it.
-        if cached is None or cached[0] is not codebooks or cached[1] != (m, factor):
-            matrix = np.ascontiguousarray((factor * codebooks[:m].reshape(m * 16, self.d)).T, dtype=np.float32)
-            cached = (codebooks, (m, factor), matrix)
-            self.__dict__["_scaled_cb"] = cached  # one tuple assignment: safe for concurrent searches
-        return cached[2]
+        if cached is None or cached[0] is not codebooks:
+            factor = np.float32(-2.0 if self.metric_type == METRIC_L2 else -1.0)
+            packed = np.ascontiguousarray((factor * codebooks).transpose(0, 2, 1), dtype=np.float32)
+            cached = (codebooks, packed)
+            self.__dict__["_packed_cb"] = cached  # one tuple assignment: safe for concurrent searches
+        return cached[1]
 
     def _search_iters(self, params, iters) -> int:
         if params is not None:
@@ -317,6 +317,11 @@ class IndexDRQFastScan:
     def _check_trained(self, what: str) -> None:
         if self.codebooks is None:
             raise RuntimeError(f"{what}: the index is not trained (is_trained = False); call train(x) first")
+
+
+def _simd_level_name() -> str:
+    from . import simd_level
+    return simd_level()
 
 
 def _rerank_value(rerank) -> int:

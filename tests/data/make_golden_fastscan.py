@@ -7,7 +7,8 @@
                                       and search results (iters 2, 4, 7; rerank 0 and 10)
 
 The codebooks hold small integers times 2^-j and the queries small integers, so every float the
-search computes (tables, bias) is exact whatever the BLAS summation order: the expected results do
+search computes (tables, bias) is exact whatever the summation order (BLAS once, now the core's
+fused multiply-add chains, csrc/drq/fastscan_tables.h): the expected results do
 not depend on the machine. tests/test_io_fastscan.py reads the file with the current drqindex, so
 later versions keep reading it. Do NOT regenerate it when the format changes: add a new golden file.
 The rerank = 0 search results in the .npz are the quantised scan's, not the file's: they were
