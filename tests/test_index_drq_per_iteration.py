@@ -39,9 +39,10 @@ def _greedy_reference(q: DRQQuantizer, x):
 
 
 def _reconstruct_reference(q, codes, m):
+    """sum_{j<m} s_j C_j[b_j] in float64, for either codebook form."""
     out = np.zeros((codes.shape[0], q.d))
     for j in range(m):
-        out += q.scales[j].astype(np.float64) * q.codebook[j][codes[:, j]].astype(np.float64)
+        out += float(q.scales[j]) * q.codewords(j)[codes[:, j]].astype(np.float64)
     return out
 
 
@@ -102,15 +103,8 @@ def test_prefix_inner_products_both_forms():
         codes, _ = q.encode(xb)
         got = q.prefix_inner_products(y, codes)
         for m in (1, M):
-            ref = (y.astype(np.float64) * _reconstruct_reference_any(q, codes, m)).sum(1)
+            ref = (y.astype(np.float64) * _reconstruct_reference(q, codes, m)).sum(1)
             np.testing.assert_allclose(got[:, m - 1], ref, rtol=1e-6, atol=1e-6)
-
-
-def _reconstruct_reference_any(q, codes, m):
-    out = np.zeros((codes.shape[0], q.d))
-    for j in range(m):
-        out += float(q.scales[j]) * q.codewords(j)[codes[:, j]].astype(np.float64)
-    return out
 
 
 def test_save_load_round_trip_keeps_the_form_and_results(tmp_path):
