@@ -288,62 +288,24 @@ def test_untrained_round_trip_keeps_the_form_and_wrong_codebook_size_is_refused(
         drqindex.deserialize_index(data)
 
 
-def test_train_passes_codebooks_to_the_trainer(monkeypatch):
-    # The trainer is replaced by a stand-in (as in test_index_ivf.py): this checks the plumbing
-    # of the codebooks keyword into DRQTrainConfig and a per-iteration model coming back.
-    import dataclasses
-    import sys
-    import types
-
-    @dataclasses.dataclass
-    class FakeConfig:
-        iters: int = 16
-        codebooks: str = "shared"
-        max_seconds: float | None = None
-        verbose: bool = False
-
-    seen = {}
-
-    def fake_train(x, cfg):
-        seen["cfg"] = cfg
-        q = make_pi_quantizer(x.shape[1], cfg.iters, 0, x)
-        return q.codebook, q.scales, {"fake": True}
-
-    train_pkg = types.ModuleType("drqindex.train")
-    drq_mod = types.ModuleType("drqindex.train.drq")
-    drq_mod.DRQTrainConfig, drq_mod.train_drq = FakeConfig, fake_train
-    train_pkg.drq = drq_mod
-    monkeypatch.setitem(sys.modules, "drqindex.train", train_pkg)
-    monkeypatch.setitem(sys.modules, "drqindex.train.drq", drq_mod)
-
-    xt = np.random.default_rng(3).standard_normal((600, 8)).astype(np.float32)
-    index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(8), 8, 4, iters=3, codebooks="per_iteration",
-                                 train_config={"max_seconds": 7})
-    index.train(xt)
-    assert seen["cfg"] == FakeConfig(iters=3, codebooks="per_iteration", max_seconds=7)
-    assert index.is_trained and index.drq_quantizer.per_iteration and index.codebooks == "per_iteration"
-    index.add(xt)
-    D, I = index.search(xt[:5], 3, nprobe=4)
-    assert_matches_reference(index, xt[:5], D, I, 3, 4, 3)
-    bad = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(8), 8, 4, iters=3,
-                               train_config=FakeConfig(iters=3, codebooks="per_iteration"))
-    with pytest.raises(ValueError, match="train_config.codebooks: expected 'shared'"):
-        bad.train(xt)
-
-
 def test_train_per_iteration_end_to_end():
-    import importlib.util
-    if importlib.util.find_spec("drqindex.train.per_iteration") is None:  # no torch import
-        pytest.skip("this drqindex has no per-iteration trainer (drqindex.train.per_iteration)")
+    # The real trainer (greedy, small): the codebooks keyword reaches DRQTrainConfig, a
+    # per-iteration model comes back, and a train_config of the other form is refused.
+    from drqindex.train import DRQTrainConfig
     rng = np.random.default_rng(4)
     xt = rng.standard_normal((800, 8)).astype(np.float32)
     index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(8), 8, 4, iters=3, codebooks="per_iteration",
                                  train_config={"per_iteration_sample": 800, "per_iteration_kmeans_iters": 2})
     index.train(xt)
+    assert index.codebooks == "per_iteration" and index.train_info["codebooks"] == "per_iteration"
     assert index.drq_quantizer.per_iteration and index.drq_quantizer.codebook.shape == (3, 256, 8)
     index.add(xt[:300])
     D, I = index.search(xt[:5], 4, nprobe=2, iters=2)
     assert_matches_reference(index, xt[:5], D, I, 4, 2, 2)
+    bad = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(8), 8, 4, iters=3,
+                               train_config=DRQTrainConfig(iters=3, codebooks="per_iteration"))
+    with pytest.raises(ValueError, match="train_config.codebooks: expected 'shared'"):
+        bad.train(xt)
 
 
 @pytest.mark.parametrize("metric", [drqindex.METRIC_L2, drqindex.METRIC_INNER_PRODUCT])
