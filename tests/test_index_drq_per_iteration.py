@@ -201,3 +201,27 @@ def test_trainer_is_sequential_and_deterministic():
     index.train(x)
     index.add(x)
     assert index.train_info["codebooks"] == "per_iteration" and index.ntotal == 1200
+
+
+def test_sample_schedule_is_followed_sequential_and_validated():
+    pytest.importorskip("torch")
+    from drqindex.train import DRQTrainConfig, train_drq
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((1200, 16)) * np.linspace(3, 0.3, 16)).astype(np.float32)
+    # (until_iteration, sample): iterations 0-1 cluster all 1200 rows (2000 > n), 2 uses 900, 3+ 700.
+    schedule = [[2, 2000], [3, 900], [None, 700]]          # a JSON-style list, as read from a file
+    cfg = DRQTrainConfig(iters=4, codebooks="per_iteration", per_iteration_sample=schedule,
+                         per_iteration_kmeans_iters=3, num_threads=1, seed=2)
+    assert cfg.per_iteration_sample == ((2, 2000), (3, 900), (None, 700))
+    cb, _, info = train_drq(x, cfg)
+    assert info["per_iteration_sample"] == [1200, 1200, 900, 700]
+    # Still sequential: a 3-iteration training with the same schedule gives the first 3 codebooks.
+    cb3, _, _ = train_drq(x, DRQTrainConfig(**{**cfg.__dict__, "iters": 3}))
+    np.testing.assert_array_equal(cb3, cb[:3])
+    # A different schedule changes the codebooks from the first iteration whose sample differs.
+    cb_other, _, _ = train_drq(x, DRQTrainConfig(**{**cfg.__dict__, "per_iteration_sample": 700}))
+    assert not np.array_equal(cb_other[0], cb[0])
+    for bad in (0, [], [[None, 5], [3, 4]], [[3, 4]], [[3, 4], [2, 5], [None, 1]], "64",
+                [[3, True], [None, 3]], [[3, 0], [None, 3]], 2.5):
+        with pytest.raises(ValueError, match="per_iteration_sample"):
+            DRQTrainConfig(per_iteration_sample=bad)

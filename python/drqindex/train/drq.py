@@ -67,6 +67,7 @@ of G, the soft terms from (M, B, K) tensors; nothing of shape (B, M, K, d) or (B
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 import time
@@ -103,7 +104,11 @@ class DRQTrainConfig:
     init_iters: int = 3                  # pooled Lloyd rounds for init="shared_rq" (the best is kept)
     init_sample: int = 8192              # vectors used by the scale fit and the Lloyd rounds
     kmeans_iters: int = 20
-    per_iteration_sample: int = 32768    # per_iteration: residuals sampled for each iteration's k-means
+    # per_iteration: residuals sampled for each iteration's k-means. An int applies to every
+    # iteration; a sequence of (until_iteration, sample) pairs (the last `until` None) gives the
+    # first iterations larger samples: they decide the short codes, and k-means with 256 centroids
+    # in d = 784 is sample-starved below ~60k points (train/per_iteration.py has the measurements).
+    per_iteration_sample: Union[int, Sequence] = ((16, 65536), (32, 32768), (None, 16384))
     per_iteration_kmeans_iters: int = 10 # per_iteration: Lloyd rounds per iteration
     learn_first_scale: bool = False
     val_fraction: float = 0.1
@@ -147,7 +152,7 @@ class DRQTrainConfig:
         _int("init_iters", 0)
         _int("init_sample", 1)
         _int("kmeans_iters", 1)
-        _int("per_iteration_sample", 1)
+        self.per_iteration_sample = per_iteration_sample_schedule(self.per_iteration_sample)
         _int("per_iteration_kmeans_iters", 1)
         if self.codebooks not in ("shared", "per_iteration"):
             raise ValueError(f"codebooks: expected 'shared' or 'per_iteration', got {self.codebooks!r}")
@@ -178,6 +183,47 @@ class DRQTrainConfig:
             if arr.shape != (self.iters,) or not np.isfinite(arr).all() or (arr < 0).any() or arr.sum() <= 0:
                 raise ValueError(f"prefix_weights: expected {self.iters} finite non-negative floats (not all 0), "
                                  f"received shape {arr.shape} {arr if arr.size <= 8 else '...'}")
+
+
+def per_iteration_sample_schedule(value):
+    """The validated per_iteration_sample: an int >= 1, or a tuple of (until_iteration, sample) pairs
+    with strictly increasing until_iteration >= 1, the last one None, every sample an int >= 1
+    (a JSON list of lists, as read back from an index file, is accepted)."""
+    def _is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if _is_int(value):
+        if value < 1:
+            raise ValueError(f"per_iteration_sample: expected >= 1, received {value}")
+        return int(value)
+    expected = ("per_iteration_sample: expected an int >= 1 or a sequence of (until_iteration, sample) pairs "
+                "ending with (None, sample), e.g. ((16, 65536), (None, 16384))")
+    if isinstance(value, (str, bytes)) or not isinstance(value, collections.abc.Sequence) \
+            or len(value) == 0:
+        raise ValueError(f"{expected}, received {value!r}")
+    out, last = [], 0
+    for i, pair in enumerate(value):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, collections.abc.Sequence) \
+                or len(pair) != 2:
+            raise ValueError(f"{expected}, received {value!r}")
+        until, sample = pair
+        final = i == len(value) - 1
+        if (until is None) != final or (until is not None and (not _is_int(until) or until <= last)) \
+                or not _is_int(sample) or sample < 1:
+            raise ValueError(f"{expected}, received {value!r}")
+        last = 0 if until is None else int(until)
+        out.append((None if until is None else int(until), int(sample)))
+    return tuple(out)
+
+
+def per_iteration_sample_at(schedule, m: int) -> int:
+    """Sample size for 0-based iteration m under a validated per_iteration_sample."""
+    if isinstance(schedule, int):
+        return schedule
+    for until, sample in schedule:
+        if until is None or m < until:
+            return sample
+    raise AssertionError("a validated schedule ends with (None, sample)")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- input checks

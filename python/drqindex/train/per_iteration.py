@@ -48,7 +48,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .drq import DRQTrainConfig, _kmeans
+from .drq import DRQTrainConfig, _kmeans, per_iteration_sample_at
 
 # Rows per chunk of the assignment step: bounds the (chunk, K) score block.
 _ASSIGN_CHUNK = 8192
@@ -115,8 +115,10 @@ def train_per_iteration(x: np.ndarray, cfg: DRQTrainConfig):
         errors = np.empty(M)
         seconds = np.empty(M)
         stop_reason = "completed"
-        sample = min(n, int(cfg.per_iteration_sample))
+        samples = []
         for m in range(M):
+            sample = min(n, per_iteration_sample_at(cfg.per_iteration_sample, m))
+            samples.append(sample)
             t_m = time.monotonic()
             niter = cfg.per_iteration_kmeans_iters
             if deadline is not None and t_m > deadline:
@@ -141,7 +143,7 @@ def train_per_iteration(x: np.ndarray, cfg: DRQTrainConfig):
         "train_mse_per_prefix": errors.tolist(),
         "seconds_per_iteration": seconds.tolist(),
         "seconds": time.monotonic() - t0,
-        "per_iteration_sample": sample,
+        "per_iteration_sample": samples,
         "kmeans_iters": cfg.per_iteration_kmeans_iters,
         "stop_reason": stop_reason,
     }
