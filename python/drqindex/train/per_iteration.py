@@ -28,7 +28,13 @@ a model trained for that length with the same recipe):
   2. every training vector is encoded with it (argmin_k ||r - C_m[k]||^2) and r_m = r_{m-1} - C_m[b_m].
 Sampling a fresh subset per iteration lets each codebook see a different part of the data while
 bounding the k-means cost; the assignment of all n vectors keeps the residuals of the whole
-training set exact for the next iteration.
+training set exact for the next iteration. The sample size follows a schedule
+(DRQTrainConfig.per_iteration_sample, default: all vectors up to 65536 for the first 16 iterations,
+32768 up to 32, 16384 beyond): 256 centroids in 784 dimensions are sample-starved, and the first
+iterations decide the short codes. Measured on Fashion-MNIST (60k, 8 iterations, 1,000 queries,
+1 thread on a loaded machine): all 60k vectors per k-means gave a training MSE of 537.2k and R@1
+0.385 at 8 B, against 567.8k and 0.342 with 32768-vector samples, for ~1.8x the k-means time of
+those iterations; the later iterations, which refine long codes, get smaller samples to pay for it.
 
 Not done here (measured, rejected): a closed-form all-prefix least-squares refit of all codebooks
 for fixed codes, alternated with greedy re-encoding. The refit lowers the error of the fixed codes
