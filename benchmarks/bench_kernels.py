@@ -436,7 +436,27 @@ def ratio_rows(rows, threads):
     return out
 
 
-def write_markdown(path, scan_rows, bandwidth, rows, refine_rows, meta, args):
+def goal_rows(rows, extra, thread_counts) -> list[list]:
+    """Issue 4's two speed ratios per thread count and code length, from this run's rows:
+    8-bit ADC drqindex / faiss IndexPQ (goal >= 3) and 4-bit fast scan drqindex / faiss
+    IndexPQFastScan at equal bytes scanned (goal >= 1, with higher recall)."""
+    by = {(r["method"], r["bytes"], r["threads"]): r for r in rows}
+    fs_drq = {(r["bytes"], r["threads"]): r for r in extra if r["method"] == "drqindex 4-bit fast-scan"}
+    fs_faiss = {(r["bytes"], r["threads"]): r for r in extra if r["method"].startswith("faiss PQ4fs")}
+    out = []
+    for threads in thread_counts:
+        for nbytes in BYTES:
+            drq, pq = by.get(("drqindex", nbytes, threads)), by.get(("faiss IndexPQ", nbytes, threads))
+            a, b = fs_drq.get((nbytes, threads)), fs_faiss.get((nbytes, threads))
+            adc = drq["qps"] / pq["qps"] if drq and pq else None
+            fs = a["qps"] / b["qps"] if a and b else None
+            out.append([threads, f"{nbytes} B", adc, "yes" if adc is not None and adc >= 3 else "no",
+                        fs, f"{a['10-R@10']:.3f} vs {b['10-R@10']:.3f}" if a and b else None,
+                        "yes" if fs is not None and fs >= 1 and a["10-R@10"] > b["10-R@10"] else "no"])
+    return out
+
+
+def write_markdown(path, scan_rows, bandwidth, rows, refine_rows, meta, args, extra=()):
     L = [f"# Search kernels: drqindex ADC scan vs faiss and vs memory bandwidth{' (QUICK smoke run)' if args.quick else ''}",
          "",
          f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores_available']} cores, SIMD "
@@ -446,6 +466,16 @@ def write_markdown(path, scan_rows, bandwidth, rows, refine_rows, meta, args):
          f"thread in every run. Date {meta['machine']['date']}.",
          "",
          f"Command: `{meta['command']}`",
+         "",
+         "## Issue 4's goals, from the rows below (same run, same thread count)",
+         "",
+         "8-bit ADC: drqindex IndexDRQ.search(iters = bytes) / faiss IndexPQ(d, bytes, 8) batch q/s, goal >= 3. "
+         "4-bit: drqindex IndexDRQFastScan (equal bytes scanned, no re-ranking) / faiss IndexPQFastScan(d, 2 bytes, 4) "
+         "batch q/s, goal >= 1 with a higher 10-recall@10.",
+         "",
+         markdown_table(["threads", "bytes", "8-bit ADC / IndexPQ", ">= 3", "4-bit fast scan / PQFastScan",
+                         "10-R@10 drq vs faiss (4-bit)", ">= 1 and higher recall"],
+                        goal_rows(rows, list(extra), args.thread_counts)),
          "",
          "## (d) Fashion-MNIST: drqindex vs faiss at equal bytes per code",
          "",
@@ -458,7 +488,7 @@ def write_markdown(path, scan_rows, bandwidth, rows, refine_rows, meta, args):
     for threads in args.thread_counts:
         L += [f"**{threads} thread{'s' if threads > 1 else ''}**", "",
               markdown_table(["bytes", "drqindex q/s", "IndexPQ q/s", "ratio vs PQ", "PQFastScan q/s",
-                              "ratio vs FastScan", "drq 10-R@10", "PQ 10-R@10", "FastScan 10-R@10"],
+                              "8-bit drq / 4-bit PQFastScan", "drq 10-R@10", "PQ 10-R@10", "FastScan 10-R@10"],
                              ratio_rows(rows, threads)), ""]
     L += ["## (b) batch throughput and one-query latency", "",
           f"Latency: {args.latency_queries} queries searched one at a time (Python call included for both libraries).", "",
@@ -541,7 +571,7 @@ def main(argv=None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / f"{STEM}.json", {"meta": meta, "copy_bandwidth_GBps": bandwidth, "scan": scan_rows,
                                                "fashion_mnist": rows_all, "refine": refine_rows, "extra_curves": extra})
-    write_markdown(args.out_dir / f"{STEM}.md", scan_rows, bandwidth, rows_all, refine_rows, meta, args)
+    write_markdown(args.out_dir / f"{STEM}.md", scan_rows, bandwidth, rows_all, refine_rows, meta, args, extra)
     if extra:
         path = args.out_dir / f"{STEM}.md"
         text = path.read_text()
