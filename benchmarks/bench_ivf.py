@@ -13,15 +13,37 @@
     python benchmarks/bench_ivf.py              # full run -> benchmarks/results/ivf.{md,json,png}
     python benchmarks/bench_ivf.py --quick      # 10k database / 1k queries, nlist 256, 30 s training
     python benchmarks/bench_ivf.py --scale      # also the scale run (perturbed repeated vectors)
+    python benchmarks/bench_ivf.py --save-index /tmp/ivf.drq         # keep the trained index
+    python benchmarks/bench_ivf.py --load-index /tmp/ivf.drq --scale-only   # scale run alone, no training
+
+--threads N (default 2) sizes every pool: faiss/OpenMP, OpenBLAS (numpy's table GEMM; set before
+numpy is imported) and drqindex's scan.
+
+Scale run: add() throughput is measured at the first size and the add time of each larger size
+extrapolated from it (linear in n); a size whose estimate exceeds --scale-max-add-seconds is
+skipped with the estimate written in the results instead of run.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
+
+def _early_threads() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from thread_env import omp_passive, set_pool_threads, threads_from_argv
+    set_pool_threads(threads_from_argv() or "2")  # the --threads default
+    omp_passive()
+
+
+if __name__ == "__main__":
+    _early_threads()
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,7 +58,10 @@ from drqindex.data import ground_truth, k_recall_at_k, load_fashion_mnist  # noq
 
 BYTES = (8, 16, 32, 64)
 NPROBES = (1, 2, 4, 8, 16, 32, 64)
-ITERS = (4, 8, 12, 16, 24, 32, 48, 64)
+# Every iters <= a byte budget is a point of that budget's curve: a fine grid at small budgets.
+ITERS = (2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
+# Scale-run search points (iters, nprobe).
+SCALE_POINTS = ((4, 8), (6, 8), (8, 16), (16, 16), (32, 16), (64, 16), (16, 64))
 K = 10
 REFERENCE = {8: (0.508, 15.6e3), 16: (0.587, 24e3), 32: (0.659, 7.1e3), 64: (0.769, 4.2e3)}
 
@@ -44,8 +69,15 @@ REFERENCE = {8: (0.508, 15.6e3), 16: (0.587, 24e3), 32: (0.659, 7.1e3), 64: (0.7
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--scale", action="store_true", help="also run the 1e5 / 1e6 scale run")
-    p.add_argument("--scale-sizes", default="100000,1000000")
+    p.add_argument("--scale", action="store_true", help="also run the scale run (sizes --scale-sizes)")
+    p.add_argument("--scale-only", action="store_true",
+                   help="only the scale run, with the model of --load-index (no Fashion-MNIST sweep)")
+    p.add_argument("--scale-sizes", default="100000,1000000,10000000")
+    p.add_argument("--scale-max-add-seconds", type=float, default=900.0,
+                   help="skip a scale size whose add() time, extrapolated from the first size, exceeds this")
+    p.add_argument("--save-index", default=None, help="write the trained IndexIVFDRQ (with xb added) here")
+    p.add_argument("--load-index", default=None,
+                   help="read a trained IndexIVFDRQ written by --save-index instead of training one")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--train-seconds", type=float, default=None, help="DRQ training budget (default 300; quick 30)")
@@ -56,6 +88,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cache-dir", default=None)
     args = p.parse_args(argv)
+    if args.scale_only and not args.load_index:
+        p.error("--scale-only needs --load-index PATH (a trained index written by --save-index)")
     if args.nlist is None:
         args.nlist = 256 if args.quick else 1024
     if args.train_seconds is None:
@@ -107,25 +141,25 @@ def run_fashion(args, info):
     d = xb.shape[1]
     log(f"data: xb {xb.shape}, xq {xq.shape}; training on xb")
     gt = ground_truth(xb, xq, k=100, cache_dir=args.cache_dir)
-    nprobes = [p for p in NPROBES if p <= args.nlist]
     results = {"drq": [], "ivfpq": {}}
 
     # ---- one IndexIVFDRQ, M = 64
-    M = max(ITERS)
-    index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(d), d, args.nlist, iters=M, codebooks=args.codebooks, train_config={
-        "max_seconds": args.train_seconds, "num_threads": args.threads, "seed": 0})
-    with Timer() as t:
-        index.train(xb)
-    info["drq_train_s"] = t.s
-    info["drq_train_info"] = {k: v for k, v in (index.train_info or {}).items()
-                              if isinstance(v, (int, float, str, bool))}
-    log(f"IVFDRQ trained in {t.s:.0f} s (DRQ budget {args.train_seconds:.0f} s)")
-    with Timer() as t:
-        index.add(xb)
-    info["drq_add_s"] = t.s
+    index = trained_index(args, info, xb)
+    args.nlist = index.nlist
+    nprobes = [p for p in NPROBES if p <= args.nlist]
+    if index.ntotal != xb.shape[0]:
+        index.reset()
+        with Timer() as t:
+            index.add(xb)
+        info["drq_add_s"] = t.s
+        if args.save_index:
+            drqindex.write_index(index, args.save_index)
+            log(f"wrote the trained index (with xb) to {args.save_index}")
+    else:
+        info.setdefault("drq_add_s", None)
     info["drq_memory_per_vector"] = index.memory_usage() / index.ntotal
-    log(f"IVFDRQ add {t.s:.1f} s, {info['drq_memory_per_vector']:.1f} B/vector stored")
-    for m in ITERS:
+    log(f"IVFDRQ {index.ntotal} vectors, {info['drq_memory_per_vector']:.1f} B/vector stored")
+    for m in [m for m in ITERS if m <= index.iters]:
         for p in nprobes:
             params = drqindex.SearchParametersIVFDRQ(nprobe=p, iters=m)
             rec, qps = timed(lambda x: index.search(x, K, params=params), xq, gt, args.repeats)
@@ -150,6 +184,31 @@ def run_fashion(args, info):
         results["ivfpq"][m] = {"desc": desc, "train_add_s": t.s, "memory_per_vector": mem, "points": rows}
         del idx, ivf, refs
     return results, index
+
+
+def trained_index(args, info, xb):
+    """The IndexIVFDRQ of the run: read from --load-index, or trained on xb (then saved to
+    --save-index once xb is added, by run_fashion)."""
+    import faiss
+
+    if args.load_index:
+        index = drqindex.read_index(args.load_index)
+        if not isinstance(index, drqindex.IndexIVFDRQ) or not index.is_trained:
+            raise SystemExit(f"--load-index {args.load_index}: expected a trained IndexIVFDRQ, got {index!r}")
+        info["drq_train_s"] = None
+        info["drq_loaded_from"] = str(args.load_index)
+        log(f"loaded {index!r} from {args.load_index}")
+        return index
+    index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(xb.shape[1]), xb.shape[1], args.nlist, iters=max(ITERS),
+                                 codebooks=args.codebooks, train_config={
+                                     "max_seconds": args.train_seconds, "num_threads": args.threads, "seed": 0})
+    with Timer() as t:
+        index.train(xb)
+    info["drq_train_s"] = t.s
+    info["drq_train_info"] = {k: v for k, v in (index.train_info or {}).items()
+                              if isinstance(v, (int, float, str, bool))}
+    log(f"IVFDRQ trained in {t.s:.0f} s (DRQ budget {args.train_seconds:.0f} s)")
+    return index
 
 
 def summarize(results, info, args):
@@ -209,45 +268,72 @@ def plot(results, args, path):
     fig.savefig(path, dpi=110)
 
 
+def scale_vectors(base, start, count, sigma, seed):
+    """Rows start .. start + count of the synthetic database: x_i = base[i mod len(base)] + N(0, sigma^2)
+    per coordinate, the noise drawn from a generator seeded by (seed, start) so that any chunk can
+    be regenerated alone (the database is never held whole)."""
+    rng = np.random.default_rng([seed, start])
+    x = base[np.arange(start, start + count) % base.shape[0]]
+    return np.ascontiguousarray(x + rng.normal(0, sigma, x.shape).astype(np.float32), dtype=np.float32)
+
+
 def run_scale(args, index, info):
     """Perturbed repeats of Fashion-MNIST: x = xb[i mod 60000] + N(0, sigma^2) per coordinate,
-    sigma = 5% of xb's per-coordinate std (mean over coordinates); the IVFDRQ model trained above
-    (same centroids, same DRQ quantizer), vectors added in chunks."""
+    sigma = 5% of xb's per-coordinate std (mean over coordinates); the IVFDRQ model given (same
+    centroids, same DRQ quantizer), vectors generated and added in chunks of 100k. Exact ground
+    truth (a faiss IndexFlatL2 over the raw vectors, 3.1 GB at 1e6) up to 1e6 vectors; above
+    that, recall is not measured. add() throughput is measured at the first size and each
+    larger size's add time estimated from it before it is run (skipped above
+    --scale-max-add-seconds)."""
     import faiss
 
     ds = load_fashion_mnist(args.data_dir)
     base = ds.xb
+    d = base.shape[1]
     sigma = float(0.05 * base.std(axis=0).mean())
-    rng = np.random.default_rng(7)
-    nq = 1000
+    nq = min(1000, ds.xq.shape[0])
+    xq = np.ascontiguousarray(ds.xq[:nq] + np.random.default_rng(7).normal(0, sigma, (nq, d)).astype(np.float32))
+    chunk = 100_000
     out = []
+    add_rate = None  # vectors/s, from the first size
     for n in [int(s) for s in args.scale_sizes.split(",")]:
-        idx = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(base.shape[1]), base.shape[1], index.nlist, iters=index.iters)
+        estimate = n / add_rate if add_rate else None
+        if estimate is not None and estimate > args.scale_max_add_seconds:
+            log(f"  scale n={n:,}: add() estimated at {estimate:,.0f} s ({add_rate:,.0f} vectors/s measured), "
+                f"above --scale-max-add-seconds {args.scale_max_add_seconds:.0f}: skipped")
+            out.append({"n": n, "skipped": True, "add_s_estimate": estimate, "points": []})
+            continue
+        if estimate is not None:
+            log(f"  scale n={n:,}: add() estimated at {estimate:,.0f} s")
+        idx = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(d), d, index.nlist, iters=index.iters)
         idx.set_quantizers(index.drq_quantizer, index.centroids)
-        keep_raw = n <= 1_000_000
-        flat = faiss.IndexFlatL2(base.shape[1]) if keep_raw else None
+        flat = faiss.IndexFlatL2(d) if n <= 1_000_000 else None
         t_add = 0.0
-        for s in range(0, n, 100_000):
-            c = min(100_000, n - s)
-            x = base[np.arange(s, s + c) % base.shape[0]] + rng.normal(0, sigma, (c, base.shape[1])).astype(np.float32)
-            x = np.ascontiguousarray(x, dtype=np.float32)
+        for s in range(0, n, chunk):
+            x = scale_vectors(base, s, min(chunk, n - s), sigma, seed=11)
             t0 = time.perf_counter()
             idx.add(x)
             t_add += time.perf_counter() - t0
             if flat is not None:
                 flat.add(x)
-        xq = np.ascontiguousarray(ds.xq[:nq] + rng.normal(0, sigma, (nq, base.shape[1])).astype(np.float32))
+        if add_rate is None:
+            add_rate = n / t_add
         gt = flat.search(xq, K)[1] if flat is not None else None
-        row = {"n": n, "add_s": t_add, "memory_bytes": idx.memory_usage(),
-               "memory_per_vector": idx.memory_usage() / n, "points": []}
-        for m, p in ((8, 16), (16, 16), (32, 16), (64, 16), (16, 64)):
+        del flat
+        row = {"n": n, "add_s": t_add, "add_s_estimate": estimate, "add_vectors_per_s": n / t_add,
+               "memory_bytes": idx.memory_usage(), "memory_per_vector": idx.memory_usage() / n, "points": []}
+        log(f"  scale n={n:,}: add {t_add:,.0f} s ({n / t_add:,.0f} vectors/s), "
+            f"{row['memory_per_vector']:.0f} B/vector")
+        for m, p in SCALE_POINTS:
+            if m > idx.iters or p > idx.nlist:
+                continue
             params = drqindex.SearchParametersIVFDRQ(nprobe=p, iters=m)
             med, _, (_, I) = median_time(lambda: idx.search(xq, K, params=params), repeats=args.repeats, warmup=1)
             rec = k_recall_at_k(I, gt, K) if gt is not None else None
             row["points"].append({"iters": m, "nprobe": p, "qps": nq / med, "recall": rec})
             log(f"  scale n={n:,} iters={m} nprobe={p}: {nq / med:,.0f} q/s, R10@10 {rec}")
         out.append(row)
-        del idx, flat
+        del idx
     info["scale_sigma"] = sigma
     return out
 
@@ -257,12 +343,23 @@ def main(argv=None):
     info = machine_info()
     info.update({"threads": args.threads, "nlist": args.nlist, "quick": args.quick, "codebooks": args.codebooks,
                  "train_seconds_budget": args.train_seconds, "simd_level": drqindex.simd_level()})
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.scale_only:
+        index = trained_index(args, info, None)
+        args.nlist = index.nlist
+        scale = run_scale(args, index, info)
+        stem = "ivf_scale"
+        write_json(out / f"{stem}.json", {"info": info, "scale": scale})
+        write_text(out / f"{stem}.md", "\n".join(
+            ["# IndexIVFDRQ scale run", "", f"{info['date']}, {info['cpu']}, {args.threads} threads; model read from "
+             f"{args.load_index}.", ""] + render_scale(info, scale, args)))
+        log(f"wrote {out / stem}.md/.json")
+        return
     results, index = run_fashion(args, info)
     rows = summarize(results, info, args)
     scale = run_scale(args, index, info) if args.scale else None
-    out = Path(args.out_dir)
     stem = "ivf_quick" if args.quick else "ivf"
-    out.mkdir(parents=True, exist_ok=True)
     plot(results, args, out / f"{stem}.png")
     write_json(out / f"{stem}.json", {"info": info, "results": results, "summary": rows, "scale": scale})
     write_text(out / f"{stem}.md", render_md(info, results, rows, scale, args, stem))
@@ -278,8 +375,9 @@ def render_md(info, results, rows, scale, args, stem):
          f"- **IVFDRQ**: ONE model, IndexIVFDRQ(IndexFlatL2, nlist {args.nlist}, M = {max(ITERS)}, "
          f"codebooks={args.codebooks!r}), "
          f"by residual; DRQ training bounded to {args.train_seconds:.0f} s wall clock "
-         f"(took {info['drq_train_s']:.0f} s with the faiss k-means of the coarse quantizer); searched at "
-         f"iters in {list(ITERS)}.",
+         + (f"(took {info['drq_train_s']:.0f} s with the faiss k-means of the coarse quantizer)"
+            if info.get("drq_train_s") is not None else f"(model read from {info.get('drq_loaded_from')})")
+         + f"; searched at iters in {list(ITERS)}.",
          "- **IVFPQ**: four models, faiss IndexIVFPQ(IndexFlatL2, nlist, m, 8) trained per length (m = 32, 64 "
          "zero-padded 784 -> 800 / 832 dims, faiss RemapDimensionsTransform).",
          "- Memory per vector: stored bytes (codes + ids + norms). IVFDRQ stores M = 64 code bytes, one float32 "
@@ -317,18 +415,28 @@ def render_md(info, results, rows, scale, args, stem):
           ""]
     L += [f"![recall vs queries/s]({stem}.png)", ""]
     if scale:
-        L += ["## Scale run (synthetic: perturbed repeats of Fashion-MNIST)", "",
-              f"x = xb[i mod 60000] + N(0, sigma^2) per coordinate, sigma = {info['scale_sigma']:.2f} (5% of the mean "
-              "per-coordinate std); queries = the first 1000 test images + the same noise; the model above "
-              f"(nlist {args.nlist}, M 64) reused; recall against exact search over the perturbed database; "
-              f"{args.threads} threads.", ""]
-        body = []
-        for s in scale:
-            for p in s["points"]:
-                body.append([f"{s['n']:,}", p["iters"], p["nprobe"], p["qps"], p["recall"],
-                             f"{s['memory_per_vector']:.0f} B", f"{s['memory_bytes'] / 2**20:,.0f} MiB", s["add_s"]])
-        L += [markdown_table(["n", "iters", "nprobe", "q/s", "R10@10", "mem/vec", "lists total", "add s"], body), ""]
+        L += render_scale(info, scale, args)
     return "\n".join(L)
+
+
+def render_scale(info, scale, args):
+    L = ["## Scale run (synthetic: perturbed repeats of Fashion-MNIST)", "",
+         f"x = xb[i mod 60000] + N(0, sigma^2) per coordinate, sigma = {info['scale_sigma']:.2f} (5% of the mean "
+         "per-coordinate std); queries = the first 1000 test images + the same noise; the Fashion-MNIST model "
+         f"(nlist {args.nlist}) reused; recall against exact search over the perturbed database (none above 1e6 "
+         f"vectors); {args.threads} threads; add() time includes assignment, encoding and the per-prefix terms.", ""]
+    body = []
+    for s in scale:
+        if s.get("skipped"):
+            body.append([f"{s['n']:,}", "–", "–", None, None, "–", "–",
+                         f"skipped: estimated {s['add_s_estimate']:,.0f} s"])
+            continue
+        for p in s["points"]:
+            body.append([f"{s['n']:,}", p["iters"], p["nprobe"], p["qps"], p["recall"],
+                         f"{s['memory_per_vector']:.0f} B", f"{s['memory_bytes'] / 2**20:,.0f} MiB",
+                         f"{s['add_s']:,.0f} s ({s['add_vectors_per_s']:,.0f}/s)"])
+    L += [markdown_table(["n", "iters", "nprobe", "q/s", "R10@10", "mem/vec", "lists total", "add"], body), ""]
+    return L
 
 
 if __name__ == "__main__":

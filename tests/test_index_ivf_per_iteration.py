@@ -104,6 +104,40 @@ def test_stored_terms_and_reconstruct():
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_add_terms_from_list_tables_equal_the_codeword_gather(monkeypatch):
+    """add() computes <c_l, r^_m> by per-list float64 GEMM tables when rows are many per list, by
+    gathering codewords otherwise: same stored terms (float64 sums of the same products), also
+    when the GEMM is split into several iteration and list blocks."""
+    rng = np.random.default_rng(3)
+    n = 1200
+    xb = rng.standard_normal((n, D_DIM)).astype(np.float32)
+    centroids = np.ascontiguousarray(xb[rng.choice(n, NLIST, replace=False)])
+    quantizer = make_pi_quantizer(data=xb - centroids.mean(0))
+
+    def stored(**patch):
+        for name, value in patch.items():
+            monkeypatch.setattr(index_ivf, name, value)
+        index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(D_DIM), D_DIM, NLIST, iters=M, codebooks="per_iteration")
+        index.set_quantizers(quantizer, centroids)
+        index.add(xb)
+        return [index.get_list(l) for l in range(NLIST)]
+
+    gemm = stored()
+    blocked = stored(_TERMS_BLOCK_BYTES=2 * 256 * 8)  # blocks of 1 iteration x 2 lists
+    gather = stored(_TERMS_GEMM_ROWS_PER_LIST=10 ** 9)
+    for (c1, t1, i1), (c2, t2, i2), (c3, t3, i3) in zip(gemm, blocked, gather):
+        assert np.array_equal(c1, c3) and np.array_equal(i1, i3) and np.array_equal(c2, c3)
+        np.testing.assert_allclose(t1, t3, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(t2, t3, rtol=1e-6, atol=1e-6)
+    assert sum(t.shape[0] for _, t, _ in gemm) == n
+    index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(D_DIM), D_DIM, NLIST, iters=M, codebooks="per_iteration")
+    index.set_quantizers(quantizer, centroids)
+    assign = index_ivf._assign(index.quantizer, xb)
+    codes = rng.integers(0, 256, (n, M), dtype=np.uint8)
+    np.testing.assert_allclose(index._per_iteration_cross(assign, codes),
+                               quantizer.prefix_inner_products(centroids[assign], codes), rtol=1e-12, atol=1e-9)
+
+
 def test_query_chunks_and_selector(monkeypatch):
     index, _ = make_pi_ivf(n=600)
     xq = np.random.default_rng(6).standard_normal((10, index.d)).astype(np.float32)

@@ -24,8 +24,10 @@ a scan at prefix m reads m code bytes and one float per vector.
 Per-iteration codebooks (codebooks="per_iteration": one (K, d) codebook C_j per iteration): the
 same decomposition with <q, r^_m> = sum_{j<m} s_j T_j[b_j], T_j = q C_j^T, so a query has m tables
 (one BLAS product for the batch, only the m iterations searched) that still serve every probed
-list; the stored term uses <c_l, r^_m> = sum_{j<m} s_j <c_l, C_j[b_j]>, computed per vector by
-gathering its codewords (O(M d) per vector at add time) rather than from an nlist x M x K table.
+list; the stored term uses <c_l, r^_m> = sum_{j<m} s_j <c_l, C_j[b_j]>, computed at add time
+from per-list tables c_l C_j^T (float64 GEMM over the lists of the batch, in blocks, never a
+stored nlist x M x K table) when the batch has many vectors per list, else by gathering each
+vector's codewords (O(M d) per vector).
 """
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ _FLT_MAX = np.finfo(np.float32).max
 _ADD_CHUNK = 65536
 # Per-iteration query tables are (chunk, m, K) float32: bound them to about this many bytes.
 _TABLE_BYTES = 16 << 20
+# add() with per-iteration codebooks: rows per distinct list from which the terms' <c_l, r^_m>
+# come from per-list tables (a float64 GEMM) instead of per-row codeword gathers, and the
+# size bound of that GEMM's float64 blocks (codebook slice and table).
+_TERMS_GEMM_ROWS_PER_LIST = 8
+_TERMS_BLOCK_BYTES = 32 << 20
 
 
 class IndexIVFDRQ:
@@ -267,11 +274,43 @@ class IndexIVFDRQ:
         # shared codebook, gathered from the per-list table (c_l C^T)[b_j]; per-iteration
         # codebooks, from the codewords themselves (prefix_inner_products, O(M d) per vector).
         if self._drq.per_iteration:
-            cross = self._drq.prefix_inner_products(self._centroids[assign], codes)
+            cross = self._per_iteration_cross(assign, codes)
         else:
             cross = self._list_tables[assign[:, None], codes] * self._drq.scales.astype(np.float64)[None, :]
             np.cumsum(cross, axis=1, out=cross)
         return np.ascontiguousarray(norms.astype(np.float64) + 2.0 * cross, dtype=np.float32)
+
+    def _per_iteration_cross(self, assign: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """<c_l, r^_m> for m = 1..M of rows in lists assign (n,) with uint8 codes (n, M): float64 (n, M).
+
+        Gathering each row's M codewords costs O(M d) per row at numpy's gather speed (the
+        bottleneck of add() at scale). When the rows are many per list, one float64 GEMM
+        c_L C^T per block of lists and iterations (M K entries per list, BLAS speed) followed by
+        a gather of M entries per row is far cheaper; both are float64 sums of the same products."""
+        drq = self._drq
+        lists, inverse = np.unique(assign, return_inverse=True)
+        if codes.shape[0] < _TERMS_GEMM_ROWS_PER_LIST * lists.size:
+            return drq.prefix_inner_products(self._centroids[assign], codes)
+        M, K, d = drq.M, drq.K, drq.d
+        order = np.argsort(inverse, kind="stable")  # rows grouped by list
+        bounds = np.searchsorted(inverse[order], np.arange(lists.size + 1))
+        iter_block = max(1, _TERMS_BLOCK_BYTES // (K * d * 8))        # float64 codebook block
+        list_block = max(1, _TERMS_BLOCK_BYTES // (iter_block * K * 8))  # float64 table block
+        centroids = self._centroids[lists].astype(np.float64)
+        out = np.empty(codes.shape, np.float64)
+        for j0 in range(0, M, iter_block):
+            j1 = min(M, j0 + iter_block)
+            codewords = drq.codebook[j0:j1].reshape((j1 - j0) * K, d).astype(np.float64)
+            offsets = np.arange(j1 - j0, dtype=np.intp) * K
+            for l0 in range(0, lists.size, list_block):
+                l1 = min(lists.size, l0 + list_block)
+                table = centroids[l0:l1] @ codewords.T  # (l1 - l0, (j1 - j0) K): <c_l, C_j[k]>
+                rows = order[bounds[l0]:bounds[l1]]
+                cols = codes[rows, j0:j1].astype(np.intp) + offsets[None, :]
+                out[rows, j0:j1] = table[(inverse[rows] - l0)[:, None], cols]
+        out *= drq.scales.astype(np.float64)[None, :]
+        np.cumsum(out, axis=1, out=out)
+        return out
 
     def _add_locked(self, x: np.ndarray, ids: np.ndarray) -> None:
         n = x.shape[0]

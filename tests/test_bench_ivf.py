@@ -1,0 +1,65 @@
+"""benchmarks/bench_ivf.py: argument checks, the chunked synthetic scale data and the scale run's
+add-time estimate (a tiny stand-in dataset; no Fashion-MNIST, no training)."""
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+faiss = pytest.importorskip("faiss")
+import drqindex  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_ivf.py"
+
+
+def load_bench():
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_ivf", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scale_only_needs_a_saved_index():
+    bench = load_bench()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--scale-only"])
+    args = bench.parse_args(["--scale-only", "--load-index", "x.drq"])
+    assert args.scale_only and args.load_index == "x.drq"
+    assert all(a < b for a, b in zip(bench.ITERS, bench.ITERS[1:])) and {2, 3, 5, 6, 7} <= set(bench.ITERS)
+
+
+def test_scale_vectors_are_regenerated_identically_per_chunk():
+    bench = load_bench()
+    base = np.arange(5 * 4, dtype=np.float32).reshape(5, 4)
+    a = bench.scale_vectors(base, 3, 6, 0.5, seed=1)
+    assert a.shape == (6, 4) and a.dtype == np.float32 and a.flags.c_contiguous
+    np.testing.assert_array_equal(a, bench.scale_vectors(base, 3, 6, 0.5, seed=1))
+    assert not np.array_equal(a, bench.scale_vectors(base, 9, 6, 0.5, seed=1))
+    noise = a - base[np.arange(3, 9) % 5]
+    assert 0.2 < noise.std() < 1.0
+
+
+def test_scale_run_measures_then_skips_what_would_take_too_long(monkeypatch):
+    bench = load_bench()
+    rng = np.random.default_rng(0)
+    d, nlist, M = 16, 16, 8
+    xb = rng.standard_normal((500, d)).astype(np.float32)
+    monkeypatch.setattr(bench, "load_fashion_mnist",
+                        lambda _dir=None: SimpleNamespace(xb=xb, xq=rng.standard_normal((30, d)).astype(np.float32)))
+    index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(d), d, nlist, iters=M, codebooks="per_iteration")
+    codebooks = (rng.standard_normal((M, 256, d)) * 0.5 ** np.arange(M)[:, None, None]).astype(np.float32)
+    index.set_quantizers(drqindex.DRQQuantizer(codebooks, np.ones(M, np.float32)), xb[:nlist])
+    args = bench.parse_args(["--scale-sizes", "400,100000000", "--scale-max-add-seconds", "60", "--repeats", "1"])
+    info = {}
+    rows = bench.run_scale(args, index, info)
+    assert rows[0]["n"] == 400 and rows[0]["add_s_estimate"] is None and rows[0]["memory_per_vector"] > M
+    points = rows[0]["points"]
+    assert len(points) == 3
+    assert {(p["iters"], p["nprobe"]) for p in points} == {(m, p) for m, p in bench.SCALE_POINTS if m <= M and p <= nlist}
+    assert all(0.0 <= p["recall"] <= 1.0 for p in points)
+    assert rows[1]["skipped"] and rows[1]["add_s_estimate"] > 60
+    text = "\n".join(bench.render_scale(info, rows, args))
+    assert "skipped: estimated" in text and "| 400 |" in text, text
