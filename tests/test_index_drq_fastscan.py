@@ -121,7 +121,8 @@ def test_store_rejects_bad_codes():
 
 
 @pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("nq,d,iters", [(1, 1, 1), (3, 24, 5), (4, 7, 2), (9, 33, 3), (13, 16, 0)])
+@pytest.mark.parametrize("nq,d,iters", [(1, 1, 1), (3, 24, 5), (4, 7, 2), (6, 9, 2), (8, 12, 1), (9, 33, 3),
+                                        (10, 5, 2), (13, 16, 0), (17, 20, 3)])
 def test_float_tables_match_reference(level, nq, d, iters):
     # fastscan_tables.h: one FMA chain per entry in dimension order, so every level returns the
     # scalar reference's bits; and the values are q . C_j (the float64 product, to float32 rounding).

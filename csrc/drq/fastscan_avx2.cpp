@@ -70,6 +70,14 @@ void scan_queries(DRQ_FASTSCAN_ARGS) {
     const size_t npoints = shift_points(shifts, nbytes, NQ, points);
     for (size_t b = 0; b < nblocks; ++b) {
         const uint8_t* block = codes + b * block_stride;
+        // The next block's code bytes (one line per 2 bytes): blocks are code_stride apart, of
+        // which a prefix reads only the first 32 nbytes, and the hardware prefetchers did not keep
+        // up with that pattern (1 thread, shared machine: 5-8 % less search time at 8 / 16 B).
+        if (b + 1 < nblocks) {
+            for (size_t off = 0; off < 32 * nbytes; off += 64) {
+                _mm_prefetch(reinterpret_cast<const char*>(block + block_stride + off), _MM_HINT_T0);
+            }
+        }
         __m256i whole[NQ], high[NQ];
         for (int q = 0; q < NQ; ++q) whole[q] = high[q] = _mm256_setzero_si256();
         __m256i lo, hi;

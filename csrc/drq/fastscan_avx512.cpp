@@ -78,6 +78,13 @@ void scan_queries(DRQ_FASTSCAN_ARGS) {
     for (; b + 2 <= nblocks; b += 2) {
         const uint8_t* block0 = codes + b * block_stride;
         const uint8_t* block1 = block0 + block_stride;
+        // Next pair's code bytes, as in the AVX2 kernel (untimed here: no AVX-512 CPU at hand).
+        if (b + 4 <= nblocks) {
+            for (size_t off = 0; off < 32 * nbytes; off += 64) {
+                _mm_prefetch(reinterpret_cast<const char*>(block0 + 2 * block_stride + off), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(block0 + 3 * block_stride + off), _MM_HINT_T0);
+            }
+        }
         __m512i whole[NQ], high[NQ];
         for (int q = 0; q < NQ; ++q) whole[q] = high[q] = _mm512_setzero_si512();
         __m512i lo, hi;

@@ -12,7 +12,7 @@ training time). The norm byte of prefix m is read beside the code bytes and adde
 sums as level x (a per-query 16-bit factor), not through uint8 tables. Bytes SCANNED per vector
 by a search at m iterations: ceil(m / 2) (+1 for L2). Inner product needs no norm byte.
 
-Search path (all in the core, per group of up to 64 queries inside its parallel region): float
+Search path (all in the core, per group of up to 128 queries inside its parallel region): float
 tables (q . C_j: fused multiply-adds over the codebooks stored transposed, csrc/drq/fastscan_tables.h;
 no BLAS call, so no BLAS threads compete with the scan's workers) -> quantised to uint8: each
 code byte's two tables get the scale a 2^e_p, the finest power of two over the widest table's
