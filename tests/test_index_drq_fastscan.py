@@ -259,6 +259,9 @@ def test_top_k_is_a_prefix_of_the_full_ranking(data, codebooks, m):
     idx = _index(data, codebooks, drqindex.METRIC_INNER_PRODUCT, M=8)
     xq = data[1][:12]
     D_all, I_all = idx.search(xq, idx.ntotal, iters=m)
+    # equal sums come in storage order (ids = positions here): the final sort by sum is stable
+    tied = D_all[:, 1:] == D_all[:, :-1]
+    assert tied.any() and (I_all[:, 1:][tied] > I_all[:, :-1][tied]).all()
     sel = drqindex.SearchParametersDRQ(iters=m, sel=idx.get_ids())
     for k in (1, 7, 100, 333):
         D_, I = idx.search(xq, k, iters=m)
