@@ -31,3 +31,17 @@ def make_index(d=24, M=8, n=1000, metric=drqindex.METRIC_L2, seed=0):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py imported as a module (its folder on sys.path for its own imports)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

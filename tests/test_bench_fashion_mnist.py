@@ -1,5 +1,4 @@
 """benchmarks/bench_fashion_mnist.py: the faiss facts it relies on, and a small end-to-end smoke run."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks" / "bench_fashion_mnist.py"
@@ -15,11 +15,7 @@ SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def load_bench():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_fashion_mnist", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_fashion_mnist")
 
 
 @pytest.mark.parametrize("beam", [1, 5])

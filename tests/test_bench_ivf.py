@@ -1,8 +1,5 @@
 """benchmarks/bench_ivf.py: argument checks, the chunked synthetic scale data and the scale run's
 add-time estimate (a tiny stand-in dataset; no Fashion-MNIST, no training)."""
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,16 +7,11 @@ import pytest
 
 faiss = pytest.importorskip("faiss")
 import drqindex  # noqa: E402
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_ivf.py"
+from conftest import load_benchmark  # noqa: E402
 
 
 def load_bench():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_ivf", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_ivf")
 
 
 def test_scale_only_needs_a_saved_index():

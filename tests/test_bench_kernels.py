@@ -1,18 +1,9 @@
 """benchmarks/bench_kernels.py: the goal summary it puts at the top of kernels.md."""
-import importlib.util
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "benchmarks" / "bench_kernels.py"
+from conftest import load_benchmark
 
 
 def load_bench():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_kernels", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_kernels")
 
 
 def test_goal_rows_ratios_and_verdicts():
