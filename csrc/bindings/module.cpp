@@ -25,6 +25,7 @@
 #include "drq/adc.h"
 #include "drq/codes.h"
 #include "drq/encode.h"
+#include "drq/encode_per_iteration.h"
 #include "drq/hamming.h"
 #include "drq/fastscan.h"
 #include "drq/fastscan_codes.h"
@@ -911,6 +912,48 @@ PYBIND11_MODULE(_core, m) {
         "Greedy DRQ encoding from xc = x @ C.T (float32 (n, K)), gram = C @ C.T (float32 (K, K))\n"
         "and scales (float32 (M,)). Returns (codes uint8 (n, M), norms float32 (n, M)) with\n"
         "norms[i, m-1] = ||xhat_m(i)||^2. Multi-threaded, GIL released, Ctrl-C honoured.");
+
+    m.def(
+        "encode_per_iteration",
+        [](const py::object& x_obj, const py::object& codebooks_obj, const py::object& scales_obj,
+           const py::object& sq_norms_obj, const std::optional<std::string>& level_name) {
+            py::array codebooks = require_array<float>(codebooks_obj, "codebooks", "float32",
+                                                       {any_dim("M"), any_dim("K"), any_dim("d")});
+            const py::ssize_t M = codebooks.shape(0), K = codebooks.shape(1), d = codebooks.shape(2);
+            if (M < 1 || K < 1 || K > 256 || d < 1) {
+                throw std::invalid_argument("codebooks: expected shape (M, K, d) with M >= 1, K in [1, 256], "
+                                            "d >= 1, got " + describe_array(codebooks));
+            }
+            py::array x = require_array<float>(x_obj, "x", "float32", {any_dim("n"), fixed_dim(d, "d")});
+            py::array scales = require_array<float>(scales_obj, "scales", "float32", {fixed_dim(M, "M")});
+            py::array sq_norms = require_array<float>(sq_norms_obj, "sq_norms", "float32",
+                                                      {fixed_dim(M, "M"), fixed_dim(K, "K")});
+            const drq::SimdLevel level =
+                level_name ? drq::parse_simd_level(*level_name) : drq::get_simd_level();
+            if (!drq::simd_level_supported(level)) {
+                throw std::invalid_argument("SIMD level " + *level_name + " is not supported here");
+            }
+            const py::ssize_t n = x.shape(0);
+            py::array_t<uint8_t> codes({n, M});
+            py::array_t<float> norms({n, M});
+            uint8_t* codes_out = codes.mutable_data();
+            float* norms_out = norms.mutable_data();
+            const int nthreads = drq::get_num_threads();
+            run_interruptible([&](const drq::InterruptCallback& interrupt) {
+                drq::encode_per_iteration(static_cast<size_t>(n), static_cast<size_t>(d), static_cast<size_t>(K),
+                                          static_cast<size_t>(M), data_of<float>(x), data_of<float>(codebooks),
+                                          data_of<float>(scales), data_of<float>(sq_norms), codes_out,
+                                          norms_out, interrupt, nthreads, level);
+            });
+            return py::make_tuple(codes, norms);
+        },
+        py::arg("x"), py::arg("codebooks"), py::arg("scales"), py::arg("sq_norms"),
+        py::arg("level") = py::none(),
+        "Greedy encoding with one codebook per iteration (csrc/drq/encode_per_iteration.h): x float32\n"
+        "(n, d), codebooks float32 (M, K, d), scales float32 (M,), sq_norms float32 (M, K) =\n"
+        "||s_m C_m[k]||^2. Returns (codes uint8 (n, M), norms float32 (n, M)) with norms[i, m-1] =\n"
+        "||xhat_m(i)||^2 summed in float64. level: force a SIMD level ('scalar'|'avx2'|'avx512'; tests).\n"
+        "Multi-threaded, GIL released, Ctrl-C honoured.");
 
     // --- CodeStore ---------------------------------------------------------------------------
     py::class_<PyCodeStore>(m, "CodeStore",

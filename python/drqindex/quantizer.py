@@ -19,7 +19,8 @@ from . import _core
 # inner-product tables to a few MB however large the batch is.
 ENCODE_CHUNK = 16384
 QUERY_CHUNK = 4096
-# Rows per chunk of the per-iteration greedy encoder: its residual block is (chunk, d) float32.
+# Rows per call of the per-iteration greedy encoder (the C++ core blocks the rows for the caches
+# itself): sets how often progress() is called, ~1-2 s of work per thread.
 _PER_ITERATION_CHUNK = 4096
 
 
@@ -104,9 +105,19 @@ class DRQQuantizer:
         return codes, norms
 
     def _encode_per_iteration(self, x: np.ndarray):
-        # Iteration m: argmin_k ||r - s_m C_m[k]||^2 = argmin_k ||s_m C_m[k]||^2 - 2 s_m <r, C_m[k]>,
-        # one (n, d) x (d, K) product per iteration (BLAS). The reconstruction norms are computed
-        # in float64 from the reconstruction itself, as prefix_norms does for stored codes.
+        # The C++ encoder (csrc/drq/encode_per_iteration.h): the same steps as
+        # _encode_per_iteration_reference, in row blocks that stay in cache while each codebook
+        # streams past, multi-threaded, GIL released.
+        return _core.encode_per_iteration(np.ascontiguousarray(x, dtype=np.float32), self.codebook,
+                                          self.scales, self._scaled_sq_norms)
+
+    def _encode_per_iteration_reference(self, x: np.ndarray):
+        """The numpy encoder the C++ one replaced (tests compare them; it sums the dot products
+        in BLAS order, so a code may differ where two scores tie within float rounding).
+
+        Iteration m: argmin_k ||r - s_m C_m[k]||^2 = argmin_k ||s_m C_m[k]||^2 - 2 s_m <r, C_m[k]>,
+        one (n, d) x (d, K) product per iteration (BLAS). The reconstruction norms are computed
+        in float64 from the reconstruction itself, as prefix_norms does for stored codes."""
         r = np.array(x, dtype=np.float32)
         xhat = np.zeros(r.shape, np.float64)
         codes = np.empty((r.shape[0], self.M), np.uint8)
