@@ -136,6 +136,35 @@ def test_float_tables_match_reference(level, nq, d, iters):
     np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5 * np.sqrt(d))
 
 
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("nq,iters", [(7, 3), (13, 32), (131, 33)])
+def test_float_tables_sparse_queries_match_reference(level, nq, iters):
+    # The AVX2 kernel skips the dimensions where all queries of a block are 0 and, from 32
+    # iterations, groups queries by their zeros (blocks of 6 among up to 128 queries): the bits
+    # must stay those of the full chain, with -0.0 coordinates, negative codebook entries (products
+    # -0.0), an all-zero query and a dimension that is 0 everywhere.
+    rng = np.random.default_rng(nq + iters)
+    d = 70
+    x = rng.standard_normal((nq, d)).astype(np.float32)
+    x[rng.random((nq, d)) < 0.6] = 0.0
+    x[rng.random((nq, d)) < 0.1] = -0.0
+    x[:, 5] = 0.0
+    x[2] = 0.0
+    cb = rng.standard_normal((iters + 1, d, 16)).astype(np.float32)
+    got = _core.fastscan_tables(level, x, cb, iters)
+    want = _core.fastscan_tables("scalar", x, cb, iters)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))  # signed zeros too
+    assert not np.signbit(got[2]).any()  # an all-zero query's tables are +0
+
+
+def test_set_codebooks_rejects_non_finite():
+    index = drqindex.IndexDRQFastScan(4, 2)
+    cb = np.zeros((2, 16, 4), np.float32)
+    cb[1, 3, 2] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        index.set_codebooks(cb, np.zeros((5, 4), np.float32))
+
+
 def test_float_tables_bad_inputs():
     x = np.zeros((2, 5), np.float32)
     with pytest.raises(ValueError):

@@ -9,7 +9,9 @@
 // Every entry is one chain of fused multiply-adds in dimension order,
 //     acc = 0;  for k < d:  acc = fma(queries[q][k], codebooks_t[j][k][c], acc)
 // so the scalar reference (std::fma) and the AVX2 kernel (_mm256_fmadd_ps, one lane per entry)
-// return the same bits, and search results stay independent of the SIMD level. (AVX-512 CPUs
+// return the same bits, and search results stay independent of the SIMD level. The AVX2 kernel
+// skips dimensions where its queries are 0 (fma(0, c, acc) = acc): the same bits for FINITE
+// codebooks only (0 * inf = NaN), which the callers guarantee (set_codebooks, read_index). (AVX-512 CPUs
 // use the AVX2 kernel: the work is small next to the scan.)
 //
 // Codebook layout (codebooks_t): iteration j's 16 x d codebook transposed to d x 16 at

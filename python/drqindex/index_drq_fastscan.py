@@ -130,6 +130,10 @@ class IndexDRQFastScan:
         codebooks = np.ascontiguousarray(codebooks, dtype=np.float32)
         if codebooks.shape != (self.iters, 16, self.d):
             raise ValueError(f"codebooks: expected ({self.iters}, 16, {self.d}) float32, got {codebooks.shape}")
+        # Finite: besides meaningless tables, the AVX2 table kernel skips zero query coordinates,
+        # which equals the reference only for finite entries (0 * inf; csrc/drq/fastscan_tables.h).
+        if not np.isfinite(codebooks).all():
+            raise ValueError("codebooks: expected finite values")
         sample = _validate.float_matrix(x_norm_sample, self.d)
         with self._lock.write():
             self._set_model_locked(codebooks, sample)
