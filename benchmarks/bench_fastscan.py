@@ -5,7 +5,8 @@
     every budget by truncation; against one faiss.IndexPQFastScan(d, 2B, 4) per budget B (and
     optionally faiss.IndexResidualQuantizerFastScan). 60k database, 10k queries, k = 100, exact
     ground truth; R@1 and 10-recall@10; queries/s = nq / median of `repeats` timed runs after a
-    warm-up, same process, same thread count for faiss (OpenMP) and drqindex (its own pool, which
+    warm-up (the equal-bytes pair: `rounds` interleaved runs, below), same process, same thread
+    count for faiss (OpenMP) and drqindex (its own pool, which
     also computes the float tables: no BLAS call during a search; OPENBLAS_NUM_THREADS is still set
     before numpy is imported, hence one subprocess per thread count, so that the rest of the
     process runs as a user's would).
@@ -18,10 +19,18 @@
     keeps max(k, R) candidates, whose exact float-table sums (same codes, same 8-bit norm) pick and
     order the k reported; R = k re-sorts the k kept candidates (same candidate set as R = 0).
 
+    Paired timing of the equal-bytes comparison (faiss PQ4fs vs DRQ-fs without re-ranking): the
+    two searches alternate, `rounds` times each (the order flips every round), and the drq row
+    carries paired_ratio = median over rounds of t_faiss / t_drq. On this shared 2-core machine
+    the q/s of one method drifted by 20 % between back-to-back blocks of runs (kernels.md of
+    2026-11-26: faiss PQ4fs at 64 B, 1 thread, 3,347 q/s in part (d) and 4,104 in part (e) of the
+    same run), so runs of the two methods timed minutes apart gave ratios that swung across 1.0;
+    alternating runs see the same machine state.
+
     python benchmarks/bench_fastscan.py                  # 1 and 2 threads, markdown + json on stdout
     python benchmarks/bench_fastscan.py --threads 1 --quick
 Importable: load_data, train_or_load_model, build_drq_index, bench_drq, bench_faiss_pq4fs,
-bench_faiss_rq4fs, codebook_choice_experiment, run.
+bench_equal_bytes_pair, paired_times, paired_ratio, bench_faiss_rq4fs, codebook_choice_experiment, run.
 """
 from __future__ import annotations
 
@@ -121,29 +130,79 @@ def _timed(fn, repeats):
     return statistics.median(times), out
 
 
-def bench_drq(idx, xq, gt, iters: int, rerank: int = 0, repeats: int = 3) -> dict:
-    sec, (D, I) = _timed(lambda: idx.search(xq, K, iters=iters, rerank=rerank), repeats)
+def paired_times(fn_a, fn_b, rounds: int):
+    """Alternating timed runs of two searches after one warm-up each: (seconds of a, seconds of b,
+    last result of a, last result of b), `rounds` runs each; b runs first in every other round so
+    that neither method always follows the other."""
+    out_a, out_b = fn_a(), fn_b()
+    times_a, times_b = [], []
+    for r in range(rounds):
+        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            t0 = time.perf_counter()
+            if which == 0:
+                out_a = fn_a()
+                times_a.append(time.perf_counter() - t0)
+            else:
+                out_b = fn_b()
+                times_b.append(time.perf_counter() - t0)
+    return times_a, times_b, out_a, out_b
+
+
+def paired_ratio(times_slow, times_fast) -> float:
+    """Median over rounds of t_slow / t_fast: the speed of `fast` relative to `slow` per round."""
+    import statistics
+    return statistics.median(a / b for a, b in zip(times_slow, times_fast))
+
+
+def _drq_row(idx, xq, gt, iters: int, rerank: int, sec: float, I) -> dict:
     r1, r10 = _recalls(I, gt)
     return {"method": "DRQ-fs" + (f" rerank{rerank}" if rerank else ""), "iters": iters,
             "bytes_scanned": idx.bytes_scanned(iters), "bytes_stored": idx.code_size,
             "R@1": r1, "10-R@10": r10, "qps": xq.shape[0] / sec}
 
 
-def bench_faiss_pq4fs(xb, xq, gt, nbytes: int, repeats: int = 3) -> dict:
+def bench_drq(idx, xq, gt, iters: int, rerank: int = 0, repeats: int = 3) -> dict:
+    sec, (D, I) = _timed(lambda: idx.search(xq, K, iters=iters, rerank=rerank), repeats)
+    return _drq_row(idx, xq, gt, iters, rerank, sec, I)
+
+
+def build_faiss_pq4fs(xb, nbytes: int):
+    """(trained faiss index with xb added, the IndexPQFastScan inside it, its row fields without
+    timings) for budget nbytes; the caller holds the second item while it uses the index."""
     import faiss
     d, M = xb.shape[1], 2 * nbytes
     dp = -(-d // M) * M  # 784 is not a multiple of 32 / 64 / 128: zero-pad (distances unchanged)
     pq = faiss.IndexPQFastScan(dp, M, 4)
     index = pq if dp == d else faiss.IndexPreTransform(faiss.RemapDimensionsTransform(d, dp, True), pq)
-    # (pq stays referenced by this frame for the whole benchmark)
     t0 = time.perf_counter()
     index.train(xb)
     train_s = time.perf_counter() - t0
     index.add(xb)
+    return index, pq, {"method": "faiss PQ4fs" + (f" (d padded to {dp})" if dp != d else ""), "iters": 2 * nbytes,
+                   "bytes_scanned": nbytes, "bytes_stored": nbytes, "train_s": train_s}
+
+
+def bench_faiss_pq4fs(xb, xq, gt, nbytes: int, repeats: int = 3) -> dict:
+    index, pq, row = build_faiss_pq4fs(xb, nbytes)
     sec, (D, I) = _timed(lambda: index.search(xq, K), repeats)
     r1, r10 = _recalls(I, gt)
-    return {"method": "faiss PQ4fs" + (f" (d padded to {dp})" if dp != d else ""), "iters": 2 * nbytes, "bytes_scanned": nbytes, "bytes_stored": nbytes,
-            "R@1": r1, "10-R@10": r10, "qps": xq.shape[0] / sec, "train_s": train_s}
+    return {**row, "R@1": r1, "10-R@10": r10, "qps": xq.shape[0] / sec}
+
+
+def bench_equal_bytes_pair(idx, xb, xq, gt, nbytes: int, rounds: int = 7) -> list:
+    """faiss PQ4fs at nbytes and DRQ-fs at 2 (nbytes - 1) iterations (nbytes scanned, no
+    re-ranking), timed alternately (paired_times): [faiss row, drq row]; each row's qps is nq /
+    the median of its runs, the drq row also has paired_ratio (drq / faiss speed, median of rounds)."""
+    import statistics
+    index, pq, frow = build_faiss_pq4fs(xb, nbytes)
+    iters = 2 * (nbytes - 1)
+    t_faiss, t_drq, (_, I_faiss), (_, I_drq) = paired_times(
+        lambda: index.search(xq, K), lambda: idx.search(xq, K, iters=iters, rerank=0), rounds)
+    r1, r10 = _recalls(I_faiss, gt)
+    frow.update({"R@1": r1, "10-R@10": r10, "qps": xq.shape[0] / statistics.median(t_faiss)})
+    drow = _drq_row(idx, xq, gt, iters, 0, statistics.median(t_drq), I_drq)
+    drow.update({"paired_ratio": paired_ratio(t_faiss, t_drq), "paired_rounds": rounds})
+    return [frow, drow]
 
 
 def bench_faiss_rq4fs(xb, xq, gt, nbytes: int, repeats: int = 3) -> dict:
@@ -195,7 +254,7 @@ def codebook_choice_experiment(n_train: int = 20000, nq: int = 2000, iters: int 
     return out
 
 
-def run(threads: int, quick: bool = False, repeats: int = 3, rq: bool = False) -> list:
+def run(threads: int, quick: bool = False, repeats: int = 3, rq: bool = False, rounds: int = 7) -> list:
     """All rows for one thread count (call in a process whose OPENBLAS_NUM_THREADS = threads)."""
     xb, xq, gt = load_data(1000 if quick else None)
     set_threads(threads)
@@ -203,10 +262,9 @@ def run(threads: int, quick: bool = False, repeats: int = 3, rq: bool = False) -
     idx = build_drq_index(cb, xb, norm_prefixes=searched_prefixes(cb.shape[0]))
     rows = []
     for B in BYTES:
-        rows.append(bench_faiss_pq4fs(xb, xq, gt, B, repeats))
+        rows += bench_equal_bytes_pair(idx, xb, xq, gt, B, rounds)      # equal bytes scanned, paired
         if rq and B <= 16:
             rows.append(bench_faiss_rq4fs(xb, xq, gt, B, repeats))
-        rows.append(bench_drq(idx, xq, gt, 2 * (B - 1), 0, repeats))       # equal bytes scanned
         rows.append(bench_drq(idx, xq, gt, 2 * (B - 1), K, repeats))       # + exact float re-sort of the k kept
         rows.append(bench_drq(idx, xq, gt, 2 * (B - 1), 2 * K, repeats))   # + exact re-rank of 2k
         if 2 * B <= idx.iters:
@@ -231,13 +289,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     p.add_argument("--quick", action="store_true", help="1k queries")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=7,
+                   help="alternating timed runs of faiss PQ4fs and DRQ-fs at equal bytes (paired ratio)")
     p.add_argument("--rq", action="store_true", help="also faiss IndexResidualQuantizerFastScan at 8 / 16 B")
     p.add_argument("--codebook-experiment", action="store_true")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:  # one thread count, OPENBLAS_NUM_THREADS already set by the parent
         _setup_path()
-        rows = run(args.threads[0], args.quick, args.repeats, args.rq)
+        rows = run(args.threads[0], args.quick, args.repeats, args.rq, args.rounds)
         print("ROWS " + json.dumps(rows), flush=True)
         return
     if args.codebook_experiment:
@@ -249,7 +309,8 @@ def main(argv=None):
     all_rows = []
     for t in args.threads:
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t))
-        cmd = [sys.executable, __file__, "--child", "--threads", str(t), "--repeats", str(args.repeats)]
+        cmd = [sys.executable, __file__, "--child", "--threads", str(t), "--repeats", str(args.repeats),
+               "--rounds", str(args.rounds)]
         cmd += ["--quick"] if args.quick else []
         cmd += ["--rq"] if args.rq else []
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
