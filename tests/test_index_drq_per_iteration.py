@@ -225,3 +225,45 @@ def test_sample_schedule_is_followed_sequential_and_validated():
                 [[3, True], [None, 3]], [[3, 0], [None, 3]], 2.5):
         with pytest.raises(ValueError, match="per_iteration_sample"):
             DRQTrainConfig(per_iteration_sample=bad)
+
+
+def test_kmeans_forms_sequential_deterministic_and_validated():
+    pytest.importorskip("torch")
+    from drqindex.train import DRQTrainConfig, train_drq
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((900, 20)) * np.linspace(3, 0.3, 20)).astype(np.float32)
+    base = dict(iters=3, codebooks="per_iteration", per_iteration_sample=700, per_iteration_kmeans_iters=2,
+                num_threads=1, seed=1)
+    # pca_progressive (the default): dims clipped to d, with and without full-dimension rounds.
+    assert DRQTrainConfig(**base).per_iteration_kmeans == "pca_progressive"
+    errors = {}
+    for form, extra in (("pca_progressive", dict(per_iteration_pca_dims=8, per_iteration_full_rounds=0)),
+                        ("pca_progressive", dict(per_iteration_pca_dims=64, per_iteration_full_rounds=2)),
+                        ("pca_progressive", dict(per_iteration_pca_dims=1, per_iteration_full_rounds=1)),
+                        ("progressive", {})):
+        cfg = DRQTrainConfig(**base, per_iteration_kmeans=form, **extra)
+        cb, _, info = train_drq(x, cfg)
+        np.testing.assert_array_equal(cb, train_drq(x, cfg)[0])
+        np.testing.assert_array_equal(cb[:2], train_drq(x, DRQTrainConfig(**{**cfg.__dict__, "iters": 2}))[0])
+        assert info["kmeans"] == form and np.isfinite(cb).all()
+        errs = info["train_mse_per_prefix"]
+        assert all(b < a for a, b in zip(errs, errs[1:]))
+        errors[(form, extra.get("per_iteration_full_rounds"), extra.get("per_iteration_pca_dims"))] = errs[-1]
+    # Full-dimension Lloyd rounds refine the low-dimension start.
+    assert errors[("pca_progressive", 2, 64)] < errors[("pca_progressive", 0, 8)]
+    for field, bad in (("per_iteration_kmeans", "plain"), ("per_iteration_kmeans", None),
+                       ("per_iteration_pca_dims", 0), ("per_iteration_pca_dims", 2.0),
+                       ("per_iteration_full_rounds", -1), ("per_iteration_full_rounds", True)):
+        with pytest.raises(ValueError, match=field):
+            DRQTrainConfig(**{field: bad})
+
+
+def test_deadline_still_returns_every_codebook():
+    pytest.importorskip("torch")
+    from drqindex.train import DRQTrainConfig, train_drq
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((600, 12)).astype(np.float32)
+    cb, _, info = train_drq(x, DRQTrainConfig(iters=3, codebooks="per_iteration", num_threads=1,
+                                              max_seconds=1e-6))
+    assert cb.shape == (3, 256, 12) and np.isfinite(cb).all()
+    assert info["stop_reason"] == "time_limit"

@@ -228,6 +228,11 @@ def test_nan_input_raises(x):
     (dict(val_fraction=1.0), r"val_fraction: expected a value >= 0.0 and < 1.0"),
     (dict(soft="hard"), r"soft: expected one of"),
     (dict(prefix_weights=[1.0, 2.0]), r"prefix_weights: expected 8 finite"),
+    (dict(per_iteration_kmeans="kmeans"), r"per_iteration_kmeans: expected 'pca_progressive' or 'progressive', "
+                                          r"received 'kmeans'"),
+    (dict(per_iteration_pca_dims=0), r"per_iteration_pca_dims: expected >= 1, received 0"),
+    (dict(per_iteration_full_rounds=-1), r"per_iteration_full_rounds: expected >= 0, received -1"),
+    (dict(per_iteration_full_rounds=1.5), r"per_iteration_full_rounds: expected an int, received float"),
 ])
 def test_bad_config_raises(kw, msg):
     with pytest.raises(ValueError, match=msg):
