@@ -29,7 +29,7 @@
 
     python benchmarks/bench_fastscan.py                  # 1 and 2 threads, markdown + json on stdout
     python benchmarks/bench_fastscan.py --threads 1 --quick
-Importable: load_data, train_or_load_model, build_drq_index, bench_drq, bench_faiss_pq4fs,
+Importable: load_data, train_or_load_model, build_drq_index, bench_drq, build_faiss_pq4fs,
 bench_equal_bytes_pair, paired_times, paired_ratio, bench_faiss_rq4fs, codebook_choice_experiment, run.
 """
 from __future__ import annotations
@@ -180,13 +180,6 @@ def build_faiss_pq4fs(xb, nbytes: int):
     index.add(xb)
     return index, pq, {"method": "faiss PQ4fs" + (f" (d padded to {dp})" if dp != d else ""), "iters": 2 * nbytes,
                    "bytes_scanned": nbytes, "bytes_stored": nbytes, "train_s": train_s}
-
-
-def bench_faiss_pq4fs(xb, xq, gt, nbytes: int, repeats: int = 3) -> dict:
-    index, pq, row = build_faiss_pq4fs(xb, nbytes)
-    sec, (D, I) = _timed(lambda: index.search(xq, K), repeats)
-    r1, r10 = _recalls(I, gt)
-    return {**row, "R@1": r1, "10-R@10": r10, "qps": xq.shape[0] / sec}
 
 
 def bench_equal_bytes_pair(idx, xb, xq, gt, nbytes: int, rounds: int = 7) -> list:
