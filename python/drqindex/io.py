@@ -61,6 +61,8 @@ SECTION_REQUIRED = 1
 TAG_INFO = b"INFO"  # optional: UTF-8 JSON object (train_info, train_config, writer version)
 TAG_CODEBOOK = b"CBKF"  # float32 (K, d): the shared codebook (codebooks="shared")
 TAG_CODEBOOKS = b"CBKM"  # float32 (M, K, d): one codebook per iteration (codebooks="per_iteration"); one of CBKF / CBKM
+TAG_SUBSPACE = b"CBKS"  # float32 mean (d,), basis (d, r), codebooks (M, K, r): per-iteration codebooks in an
+#                         r-dimensional subspace (drqindex.quantizer.Subspace); instead of CBKM
 TAG_SCALES = b"SCLF"  # float32 (M,)
 TAG_CODES = b"CODE"  # uint8 (ntotal, M), row-major
 TAG_NORMS = b"NORM"  # float32 (ntotal, M); [i, m-1] = ||xhat_m(i)||^2
@@ -182,8 +184,12 @@ def _write_ivf(index, f) -> None:
 
 
 def _write_quantizer(writer, q) -> None:
-    tag = TAG_CODEBOOKS if q.per_iteration else TAG_CODEBOOK
-    writer.section(tag, SECTION_REQUIRED, [_le(q.codebook, "<f4")])
+    if q.subspace is not None:
+        # Required: a reader without it would have no codebook (it says "upgrade drqindex").
+        writer.section(TAG_SUBSPACE, SECTION_REQUIRED, [_le(a, "<f4") for a in q.subspace])
+    else:
+        tag = TAG_CODEBOOKS if q.per_iteration else TAG_CODEBOOK
+        writer.section(tag, SECTION_REQUIRED, [_le(q.codebook, "<f4")])
     writer.section(TAG_SCALES, SECTION_REQUIRED, [_le(q.scales, "<f4")])
 
 
@@ -456,7 +462,8 @@ def _read(src):
 
     sections = _walk_sections(src, header_size, err)
     refine = bool(flags & FLAG_REFINE_FLAT)
-    known = {TAG_INFO, TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SCALES, TAG_CODES, TAG_NORMS, TAG_IDS, TAG_END}
+    known = {TAG_INFO, TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SUBSPACE, TAG_SCALES, TAG_CODES, TAG_NORMS, TAG_IDS,
+             TAG_END}
     if refine:
         known |= {TAG_RAW, TAG_K_FACTOR}
     has_encoder = kind == KIND_FLAT and bool(flags & FLAG_ENCODER)
@@ -498,7 +505,7 @@ def _read(src):
         if not (np.isfinite(k_factor) and k_factor >= 1):
             raise err(kf.name, f"k_factor must be a finite number >= 1, got {k_factor}")
     if not trained:
-        for tag in (TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SCALES):
+        for tag in (TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SUBSPACE, TAG_SCALES):
             if tag in sections:
                 raise err(_tag_name(tag), "present although the header says the index is untrained")
         for tag in (TAG_CODES, TAG_NORMS, TAG_IDS) + ((TAG_RAW,) if refine else ()):
@@ -567,12 +574,32 @@ def _walk_sections(src, header_size: int, err) -> dict:
 
 
 def _read_quantizer(src, sections, expect, err, d, M, K):
-    """The DRQ quantizer of a trained index: the shared codebook (CBKF) or the per-iteration
-    codebooks (CBKM), exactly one of them, and the scales."""
-    from .quantizer import DRQQuantizer
+    """The DRQ quantizer of a trained index: the shared codebook (CBKF), the per-iteration
+    codebooks (CBKM) or per-iteration codebooks in a subspace (CBKS), exactly one of them, and
+    the scales."""
+    from .quantizer import DRQQuantizer, Subspace
 
-    if TAG_CODEBOOK in sections and TAG_CODEBOOKS in sections:
-        raise err("CBKF/CBKM", "both a shared and a per-iteration codebook section (expected one)")
+    present = [t for t in (TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SUBSPACE) if t in sections]
+    if len(present) > 1:
+        raise err("/".join(_tag_name(t) for t in present), "more than one codebook section (expected one)")
+    if TAG_SUBSPACE in sections:
+        sec = sections[TAG_SUBSPACE]
+        # floats = d + d r + M K r: r follows from the length, which must match it exactly.
+        floats, rem = divmod(sec.length, 4)
+        r, rem_r = divmod(floats - d, d + M * K) if floats > d else (0, 1)
+        if rem or rem_r or not 1 <= r <= d:
+            raise err(sec.name, f"expected 4 (d + d r + M K r) bytes with 1 <= r <= d (d={d}, M={M}, K={K}), "
+                                f"got {sec.length}")
+        sc = expect(TAG_SCALES, M * 4)
+        mean = src.array(sec.offset, d, "<f4", sec.name).astype(np.float32)
+        basis = src.array(sec.offset + 4 * d, d * r, "<f4", sec.name).reshape(d, r).astype(np.float32)
+        cbs = src.array(sec.offset + 4 * (d + d * r), M * K * r, "<f4", sec.name).reshape(M, K, r).astype(np.float32)
+        scales = src.array(sc.offset, M, "<f4", sc.name).astype(np.float32)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                return DRQQuantizer(Subspace(mean, basis, cbs), scales)
+        except ValueError as e:
+            raise err(f"{sec.name}/{sc.name}", str(e)) from None
     if TAG_CODEBOOKS in sections:
         cb = expect(TAG_CODEBOOKS, M * K * d * 4)
         shape = (M, K, d)
@@ -624,7 +651,7 @@ def _read_ivf(src, sections, expect, err, d, M, K, metric, ntotal, trained):
     if (sizes < 0).any() or int(sizes.sum()) != ntotal:
         raise err(ls.name, f"list sizes must be >= 0 and sum to ntotal={ntotal}, got sum {int(sizes.sum())}")
     if not trained:
-        for tag in (TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SCALES):
+        for tag in (TAG_CODEBOOK, TAG_CODEBOOKS, TAG_SUBSPACE, TAG_SCALES):
             if tag in sections:
                 raise err(_tag_name(tag), "present although the header says the index is untrained")
         for tag in (TAG_CODES, TAG_NORMS, TAG_IDS):

@@ -8,8 +8,14 @@ Two forms, both sequential (the first m codes of an M-iteration code are the m-i
   style), scales (M,) as above (1.0 when trained by drqindex). Iteration m uses s_m * C_m[k].
   M times the parameters, and the query look-up table is M x K instead of K entries, but each
   iteration gets its own directions (see drqindex.train.per_iteration for the measurements).
+  Optionally in a subspace (Subspace below): every codeword lies in mean + span(basis), basis
+  (d, r) with orthonormal columns, r < d; the quantizer then keeps the r-dimensional codebooks
+  and computes query tables and codes in r dimensions (the same values as the (M, K, d) codebook
+  it also holds, up to float rounding), r / d of the full-dimension cost.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,13 +30,63 @@ QUERY_CHUNK = 4096
 _PER_ITERATION_CHUNK = 4096
 
 
+# |basis^T basis - I| allowed in a Subspace: the r-dimensional distances equal the d-dimensional
+# ones only for orthonormal columns (float32 eigenvectors are orthonormal to ~1e-6).
+_ORTHONORMAL_TOL = 1e-3
+
+
+class Subspace(NamedTuple):
+    """Per-iteration codebooks trained in an r-dimensional subspace of R^d.
+
+    Codeword k of iteration j is, in d dimensions, basis @ codebooks[j, k], plus mean when j == 0
+    (the first codebook carries the data's mean, so every later residual lies in the subspace).
+    mean float32 (d,); basis float32 (d, r), orthonormal columns; codebooks float32 (M, K, r)."""
+    mean: np.ndarray
+    basis: np.ndarray
+    codebooks: np.ndarray
+
+
+def _validated_subspace(sub: Subspace, scales: np.ndarray) -> Subspace:
+    mean, basis, cbs = (np.ascontiguousarray(np.asarray(a), dtype=np.float32) for a in sub)
+    if basis.ndim != 2 or mean.shape != (basis.shape[0],) or not 1 <= basis.shape[1] <= basis.shape[0]:
+        raise ValueError(f"subspace: expected mean (d,) and basis (d, r) with 1 <= r <= d, got mean "
+                         f"{mean.shape}, basis {basis.shape}")
+    if cbs.ndim != 3 or cbs.shape[1] != 256 or cbs.shape[2] != basis.shape[1] or cbs.shape[0] != scales.shape[0]:
+        raise ValueError(f"subspace: expected codebooks ({scales.shape[0]}, 256, {basis.shape[1]}) (M, K, r), "
+                         f"got {cbs.shape}")
+    if not (np.isfinite(mean).all() and np.isfinite(basis).all() and np.isfinite(cbs).all()):
+        raise ValueError("subspace: expected finite mean, basis and codebooks, got NaN or inf")
+    gram = basis.T.astype(np.float64) @ basis.astype(np.float64)
+    err = float(np.abs(gram - np.eye(basis.shape[1])).max())
+    if err > _ORTHONORMAL_TOL:
+        raise ValueError(f"subspace: expected a basis with orthonormal columns, |basis^T basis - I| = {err:.3g}")
+    return Subspace(mean, basis, cbs)
+
+
+def lift_subspace(sub: Subspace) -> np.ndarray:
+    """The (M, K, d) float32 codebooks of a Subspace (computed in float64, rounded once)."""
+    M, K, r = sub.codebooks.shape
+    lifted = sub.codebooks.reshape(M * K, r).astype(np.float64) @ sub.basis.T.astype(np.float64)
+    lifted[:K] += sub.mean.astype(np.float64)
+    return np.ascontiguousarray(lifted.reshape(M, K, -1), dtype=np.float32)
+
+
 class DRQQuantizer:
     """Sequential codes: a codebook (shared or one per iteration) applied recurrently to the
-    residual, one scalar per iteration."""
+    residual, one scalar per iteration.
 
-    def __init__(self, codebook: np.ndarray, scales: np.ndarray):
-        codebook = np.asarray(codebook)
+    codebook: float32 (K, d) shared, (M, K, d) per iteration, or a Subspace (per iteration, in r
+    dimensions; the (M, K, d) codebook is then computed from it)."""
+
+    def __init__(self, codebook, scales: np.ndarray):
         scales = np.asarray(scales)
+        self.subspace = None
+        if isinstance(codebook, Subspace):
+            if scales.ndim != 1 or scales.shape[0] < 1:
+                raise ValueError(f"scales: expected shape (M,) with M >= 1, got {scales.shape}")
+            self.subspace = _validated_subspace(codebook, scales)
+            codebook = lift_subspace(self.subspace)
+        codebook = np.asarray(codebook)
         if codebook.ndim not in (2, 3) or codebook.shape[-2] != 256:
             raise ValueError(f"codebook: expected shape (256, d) (shared) or (M, 256, d) (one per iteration), "
                              f"K = 256 for one byte per iteration, got {codebook.shape}")
@@ -60,6 +116,16 @@ class DRQQuantizer:
             self._scaled_sq_norms = (cn * (scales.astype(np.float64) ** 2)[:, None]).astype(np.float32)
             if not np.isfinite(self._scaled_sq_norms).all():
                 raise ValueError("codebook: codeword norms overflow float32 (codebook values too large)")
+            if self.subspace is not None:
+                sub = self.subspace
+                s64 = scales.astype(np.float64)
+                cn = np.einsum("mkr,mkr->mk", sub.codebooks, sub.codebooks, dtype=np.float64)
+                self._sub_scaled_sq_norms = (cn * (s64 ** 2)[:, None]).astype(np.float32)
+                # For ||xhat_m||^2 = s_0^2 ||mean||^2 + 2 s_0 <mean, B y_m> + ||y_m||^2, y_m the
+                # r-dimensional reconstruction: <B^T mean, C'_j[k]> per iteration and codeword.
+                self._sub_mean_dots = np.einsum("mkr,r->mk", sub.codebooks.astype(np.float64),
+                                                sub.basis.T.astype(np.float64) @ sub.mean.astype(np.float64))
+                self._sub_mean_sq = float(s64[0] ** 2 * (sub.mean.astype(np.float64) ** 2).sum())
 
     @property
     def form(self) -> str:
@@ -108,8 +174,24 @@ class DRQQuantizer:
         # The C++ encoder (csrc/drq/encode_per_iteration.h): the same steps as
         # _encode_per_iteration_reference, in row blocks that stay in cache while each codebook
         # streams past, multi-threaded, GIL released.
+        if self.subspace is not None:
+            return self._encode_in_subspace(x)
         return _core.encode_per_iteration(np.ascontiguousarray(x, dtype=np.float32), self.codebook,
                                           self.scales, self._scaled_sq_norms)
+
+    def _encode_in_subspace(self, x: np.ndarray):
+        # ||x - s_0 (mean + B c) - ...||^2 = ||P_perp (x - s_0 mean)||^2 + ||z - s_0 c - ...||^2 with
+        # z = B^T (x - s_0 mean): the first term is the same for every codeword, so the greedy
+        # argmins in r dimensions are those in d (ties aside), at r / d of the cost.
+        sub = self.subspace
+        s0 = float(self.scales[0])
+        z = np.ascontiguousarray((x - s0 * sub.mean) @ sub.basis, dtype=np.float32)
+        codes, ynorms = _core.encode_per_iteration(z, sub.codebooks, self.scales, self._sub_scaled_sq_norms)
+        cross = self._sub_mean_dots[np.arange(self.M)[None, :], codes]       # (n, M) float64
+        cross *= self.scales.astype(np.float64)[None, :]
+        np.cumsum(cross, axis=1, out=cross)
+        norms = ynorms.astype(np.float64) + self._sub_mean_sq + 2.0 * s0 * cross
+        return codes, np.ascontiguousarray(np.maximum(norms, 0.0), dtype=np.float32)
 
     def _encode_per_iteration_reference(self, x: np.ndarray):
         """The numpy encoder the C++ one replaced (tests compare them; it sums the dot products
@@ -182,7 +264,15 @@ class DRQQuantizer:
         shared: ONE table per query that serves every iteration, T = q C^T, (nq, K) float32.
         per-iteration: tables[q, j, k] = <q, C_j[k]> for the first m = iters (default M)
         iterations, (nq, m, K) float32. The scales are not folded in: the core applies them."""
-        if self.per_iteration:
+        if self.per_iteration and self.subspace is not None:
+            # <q, B c + [j == 0] mean> = <B^T q, c> + [j == 0] <q, mean>: r / d of the flops.
+            m = self.M if iters is None else iters
+            sub = self.subspace
+            flat = sub.codebooks[:m].reshape(m * self.K, -1)
+            tables = np.ascontiguousarray(((xq @ sub.basis) @ flat.T).reshape(xq.shape[0], m, self.K),
+                                          dtype=np.float32)
+            tables[:, 0, :] += (xq @ sub.mean)[:, None]
+        elif self.per_iteration:
             m = self.M if iters is None else iters
             flat = self.codebook[:m].reshape(m * self.K, self.d)
             tables = np.ascontiguousarray((xq @ flat.T).reshape(xq.shape[0], m, self.K), dtype=np.float32)
@@ -193,13 +283,25 @@ class DRQQuantizer:
 
     def truncated(self, iters: int) -> "DRQQuantizer":
         """The same quantizer limited to its first `iters` iterations (same codebook(s), same codes' prefixes)."""
+        if self.subspace is not None:
+            sub = self.subspace
+            return DRQQuantizer(Subspace(sub.mean, sub.basis, sub.codebooks[:iters]), self.scales[:iters])
         cb = self.codebook[:iters] if self.per_iteration else self.codebook
         return DRQQuantizer(cb, self.scales[:iters])
 
     def num_parameters(self) -> int:
+        """Floats of the model as trained and stored: with a Subspace, its mean, basis and
+        r-dimensional codebooks (the (M, K, d) codebook is computed from them)."""
+        if self.subspace is not None:
+            return sum(a.size for a in self.subspace) + self.scales.size
         return self.codebook.size + self.scales.size
 
     def same_model(self, other: "DRQQuantizer") -> bool:
         """True when both hold bit-identical codebooks and scales (codes are interchangeable)."""
+        if (self.subspace is None) != (other.subspace is None):
+            return False
+        if self.subspace is not None and any(a.shape != b.shape or a.tobytes() != b.tobytes()
+                                             for a, b in zip(self.subspace, other.subspace)):
+            return False
         return (self.codebook.shape == other.codebook.shape and self.codebook.tobytes() == other.codebook.tobytes()
                 and self.scales.tobytes() == other.scales.tobytes())

@@ -118,6 +118,12 @@ class DRQTrainConfig:
     per_iteration_kmeans_iters: int = 5  # per_iteration: Lloyd rounds per progressive-dimension step
     per_iteration_pca_dims: int = 128    # per_iteration, "pca_progressive": dimensions of the progressive steps
     per_iteration_full_rounds: int = 3   # per_iteration, "pca_progressive": Lloyd rounds in all d afterwards
+    # per_iteration: train the codebooks in the top per_iteration_subspace_dims principal directions
+    # of the training vectors and lift them back to d (the first codebook plus the mean). The model,
+    # its file and its search are those of full-d codebooks, which then lie in mean + that
+    # subspace; None (or >= d): train in all d. 256 on Fashion-MNIST: half the training time of
+    # all 784 dims, R@1 within -0.022..+0.007 (train/per_iteration.py has the measurements).
+    per_iteration_subspace_dims: Optional[int] = 256
     learn_first_scale: bool = False
     val_fraction: float = 0.1
     patience: int = 3
@@ -164,6 +170,8 @@ class DRQTrainConfig:
         _int("per_iteration_kmeans_iters", 1)
         _int("per_iteration_pca_dims", 1)
         _int("per_iteration_full_rounds", 0)
+        if self.per_iteration_subspace_dims is not None:
+            _int("per_iteration_subspace_dims", 1)
         if self.per_iteration_kmeans not in ("pca_progressive", "progressive"):
             raise ValueError(f"per_iteration_kmeans: expected 'pca_progressive' or 'progressive', "
                              f"received {self.per_iteration_kmeans!r}")
