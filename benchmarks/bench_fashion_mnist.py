@@ -2,8 +2,9 @@
 """Fashion-MNIST (ann-benchmarks split, 784-d, L2, plus cosine): drqindex's one model vs faiss trained per length.
 
 drqindex trains ONE IndexDRQ with M = 64 iterations per codebook form (--drq-variants: "shared",
-the faithful DRQ with one codebook for every iteration, and "per_iteration", one codebook per
-iteration), encodes the database once, and searches with the first m = 8, 16, 32, 64 bytes of the
+the faithful DRQ with one codebook for every iteration; "per_iteration", one codebook per
+iteration, trained in the top-256 principal subspace (the default); "per_iteration_full_d", the
+same in all d dimensions), encodes the database once, and searches with the first m = 8, 16, 32, 64 bytes of the
 same codes. The faiss baselines are trained separately at every length in the same run, on the
 same training vectors:
     PQ      IndexPQ(d, m, 8)                              (padded, see below, when m does not divide 784)
@@ -78,7 +79,15 @@ STEM = "fashion_mnist"
 BASELINES = ("pq", "opq", "ivfpq", "rq")   # faiss baselines, each trained per length
 COSINE_BASELINES = ("pq", "opq", "rq")     # ... of the cosine section (IVFPQ: not part of issue 3's goal)
 GOAL_BASELINES = ("pq", "opq", "rq")       # issue 3: drqindex >= the best of these at every m
-DRQ_VARIANTS = ("shared", "per_iteration")
+DRQ_VARIANTS = ("shared", "per_iteration", "per_iteration_full_d")
+# variant -> (IndexDRQ codebooks argument, trainer options the variant adds). per_iteration is
+# the default trainer (codebooks in the top-256 principal subspace); per_iteration_full_d the same
+# trainer in all d dimensions (per_iteration_subspace_dims=None): the subspace's cost in recall.
+VARIANT_FORMS = {
+    "shared": ("shared", {}),
+    "per_iteration": ("per_iteration", {}),
+    "per_iteration_full_d": ("per_iteration", {"per_iteration_subspace_dims": None}),
+}
 
 
 # ==============================================================================================
@@ -616,7 +625,17 @@ class VariantUnavailable(RuntimeError):
     """This drqindex build cannot make the requested codebook form (reported, not a failure)."""
 
 
-DRQ_LABELS = {"shared": "drqindex shared (one model)", "per_iteration": "drqindex per-iteration (one model)"}
+DRQ_LABELS = {"shared": "drqindex shared (one model)", "per_iteration": "drqindex per-iteration (one model)",
+              "per_iteration_full_d": "drqindex per-iteration, all d (one model)"}
+
+
+def variant_config(args, variant: str):
+    """(codebooks form, trainer options dict or None) of a --drq-variants entry."""
+    form, extra = VARIANT_FORMS[variant]
+    cfg = drq_train_config(args)
+    if extra:
+        cfg = {**(cfg or {}), **extra}
+    return form, cfg
 
 
 def drq_key(variant: str) -> str:
@@ -630,9 +649,9 @@ def make_drq_index(d: int, args, variant: str = "shared", metric=None):
     import drqindex
 
     metric = drqindex.METRIC_L2 if metric is None else int(metric)
-    cfg = drq_train_config(args)
+    form, cfg = variant_config(args, variant)
     try:
-        index = drqindex.IndexDRQ(d, args.iters, metric, codebooks=variant, train_config=cfg)
+        index = drqindex.IndexDRQ(d, args.iters, metric, codebooks=form, train_config=cfg)
     except TypeError as e:
         if "codebooks" not in str(e):
             raise
@@ -653,7 +672,8 @@ def run_drqindex(xt, xb, xq, gt, args, on_result=None, *, variant: str = "shared
     mname = "METRIC_L2" if l2 else "METRIC_INNER_PRODUCT"
     d = xb.shape[1]
     index, cfg = make_drq_index(d, args, variant, metric)
-    log(f"drqindex {variant}: IndexDRQ({d}, iters={args.iters}, {mname}, codebooks={variant!r}, "
+    form = VARIANT_FORMS[variant][0]
+    log(f"drqindex {variant}: IndexDRQ({d}, iters={args.iters}, {mname}, codebooks={form!r}, "
         f"train_config={cfg}) — one model for all m")
     with Timer() as t_train:
         index.train(xt)
@@ -671,7 +691,8 @@ def run_drqindex(xt, xb, xq, gt, args, on_result=None, *, variant: str = "shared
             "bytes_per_vector": int(index.bytes_per_vector(m)),
             "stored_bytes_per_vector": int(index.code_size) * (5 if l2 else 1),
             "train_s": t_train.s, "add_s": t_add.s, "params": params, "model_mb": model_mb(params),
-            "index": f"IndexDRQ({d}, {args.iters}, {mname}, codebooks={variant!r}), search iters={m}",
+            "index": f"IndexDRQ({d}, {args.iters}, {mname}, codebooks={form!r}, train_config={cfg}), "
+                     f"search iters={m}",
             "note": (f"prefix of one {args.iters}-byte code; {per_prefix}" if m < args.iters
                      else f"full code; {per_prefix}"),
             **r,
@@ -704,8 +725,8 @@ def prefix_check(index, xt, xb, xq, gt, args, variant: str, results) -> list[dic
             r_prefix = evaluate(lambda q: index.search(q, K_SEARCH, iters=m), xq, gt, 1)
         else:
             r_prefix = row
-        sep = drqindex.IndexDRQ(xb.shape[1], m, drqindex.METRIC_L2, codebooks=variant,
-                                train_config=drq_train_config(args))
+        form, cfg = variant_config(args, variant)
+        sep = drqindex.IndexDRQ(xb.shape[1], m, drqindex.METRIC_L2, codebooks=form, train_config=cfg)
         with Timer() as t_sep:
             sep.train(xt)
         sep.add(xb)
@@ -1024,6 +1045,7 @@ def _secs(v) -> str:
 PLOT_STYLES = {
     "drq_shared": dict(color="C3", marker="o", lw=2.5),
     "drq_per_iteration": dict(color="C4", marker="*", lw=2.5, ms=9),
+    "drq_per_iteration_full_d": dict(color="C6", marker="P", lw=1.5, ms=7),
     "pq": dict(color="C0", marker="s", ls="--"),
     "opq": dict(color="C5", marker="v", ls="--"),
     "ivfpq": dict(color="C1", marker="^", ls="--"),

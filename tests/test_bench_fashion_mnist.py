@@ -96,7 +96,12 @@ def test_parse_args_quick_defaults():
     full = bench.parse_args([])
     assert full.nb is None and full.nlist == 1024 and full.nprobe == 16 and full.rq_beam is None
     assert full.baselines == ["pq", "opq", "ivfpq", "rq"] and full.cosine_baselines == ["pq", "opq", "rq"]
-    assert full.drq_variants == ["shared", "per_iteration"] and full.cosine and full.opq_niter is None
+    assert full.drq_variants == ["shared", "per_iteration", "per_iteration_full_d"] and full.cosine
+    assert full.opq_niter is None
+    # the full-d variant is the per-iteration form with the subspace switched off, nothing else
+    form, cfg = bench.variant_config(full, "per_iteration_full_d")
+    base_form, base_cfg = bench.variant_config(full, "per_iteration")
+    assert form == base_form == "per_iteration" and cfg == {**(base_cfg or {}), "per_iteration_subspace_dims": None}
     assert bench.parse_args(["--drq-variants", "per-iteration", "--no-cosine"]).drq_variants == ["per_iteration"]
     assert not bench.parse_args(["--no-cosine"]).cosine
     with pytest.raises(SystemExit):
@@ -173,7 +178,8 @@ def test_bench_quick_smoke(tmp_path):
         assert (out / name).is_file(), name
     res = json.loads((out / "fashion_mnist.json").read_text())
     # per_iteration runs where IndexDRQ has the codebooks= keyword; otherwise it is reported as skipped
-    variants = ["shared"] + (["per_iteration"] if "per_iteration" not in res["meta"].get("drq_skipped", {}) else [])
+    skipped = res["meta"].get("drq_skipped", {})
+    variants = ["shared"] + [v for v in ("per_iteration", "per_iteration_full_d") if v not in skipped]
     drq = tuple(f"drq_{v}" for v in variants)
     keys = {(r["key"], r["m"]) for r in res["results"]}
     assert keys == {(k, m) for k in drq + ("pq", "opq", "ivfpq", "rq") for m in (4, 8)}
