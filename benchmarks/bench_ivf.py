@@ -205,10 +205,29 @@ def trained_index(args, info, xb):
     with Timer() as t:
         index.train(xb)
     info["drq_train_s"] = t.s
+    sub = index.drq_quantizer.subspace
+    info["drq_subspace_dims"] = None if sub is None else int(sub.basis.shape[1])
     info["drq_train_info"] = {k: v for k, v in (index.train_info or {}).items()
                               if isinstance(v, (int, float, str, bool))}
     log(f"IVFDRQ trained in {t.s:.0f} s (DRQ budget {args.train_seconds:.0f} s)")
     return index
+
+
+def coverage(results):
+    """For every IVFPQ point (bytes m, nprobe): the IVFDRQ points that dominate it, i.e. read at
+    most m code bytes (iters <= m) and have both recall >= and queries/s >= its own. The curve of
+    IVFDRQ lies on or above IVF-PQ's where every IVFPQ point is dominated; the fastest
+    dominating point is reported (None: not covered)."""
+    out = []
+    for m in BYTES:
+        for pq in results["ivfpq"][m]["points"]:
+            dom = [r for r in results["drq"] if r["iters"] <= m and r["recall"] >= pq["recall"]
+                   and r["qps"] >= pq["qps"]]
+            best = max(dom, key=lambda r: r["qps"]) if dom else None
+            out.append({"bytes": m, "nprobe": pq["nprobe"], "recall": pq["recall"], "qps": pq["qps"],
+                        "covered_by": None if best is None else {k: best[k] for k in ("iters", "nprobe", "recall",
+                                                                                       "qps")}})
+    return out
 
 
 def summarize(results, info, args):
@@ -361,7 +380,8 @@ def main(argv=None):
     scale = run_scale(args, index, info) if args.scale else None
     stem = "ivf_quick" if args.quick else "ivf"
     plot(results, args, out / f"{stem}.png")
-    write_json(out / f"{stem}.json", {"info": info, "results": results, "summary": rows, "scale": scale})
+    write_json(out / f"{stem}.json", {"info": info, "results": results, "summary": rows, "coverage": coverage(results),
+                                      "scale": scale})
     write_text(out / f"{stem}.md", render_md(info, results, rows, scale, args, stem))
     log(f"wrote {out / stem}.md/.json/.png")
 
@@ -373,7 +393,9 @@ def render_md(info, results, rows, scale, args, stem):
          f"{list(NPROBES)}; 10-recall@10 over all queries; queries/s = nq / median of {args.repeats} runs "
          "(after one warm-up), coarse search and table building included.", "",
          f"- **IVFDRQ**: ONE model, IndexIVFDRQ(IndexFlatL2, nlist {args.nlist}, M = {max(ITERS)}, "
-         f"codebooks={args.codebooks!r}), "
+         f"codebooks={args.codebooks!r}"
+         + (f", trained in the top-{info['drq_subspace_dims']} principal subspace of the residuals"
+            if info.get("drq_subspace_dims") else "") + "), "
          f"by residual; DRQ training bounded to {args.train_seconds:.0f} s wall clock "
          + (f"(took {info['drq_train_s']:.0f} s with the faiss k-means of the coarse quantizer)"
             if info.get("drq_train_s") is not None else f"(model read from {info.get('drq_loaded_from')})")
@@ -406,6 +428,20 @@ def render_md(info, results, rows, scale, args, stem):
                      f"{ref[0]} / {ref[1]:,.0f}" if ref else "–"])
     L += [markdown_table(["bytes", "IVFPQ R10@10", "IVFPQ q/s", "IVFDRQ (iters = bytes) R10@10", "IVFDRQ q/s",
                           "issue's reference IVFPQ (R / q/s)"], body), ""]
+    cov = coverage(results)
+    n_cov = sum(c["covered_by"] is not None for c in cov)
+    L += ["## On or above IVF-PQ's curve", "",
+          f"An IVFPQ point (m bytes, nprobe) is covered when an IVFDRQ point reading at most m code bytes (iters <= m) "
+          f"has both higher-or-equal recall and higher-or-equal queries/s. **{n_cov} of {len(cov)} IVFPQ points "
+          f"covered.**", ""]
+    L += [markdown_table(["bytes", "IVFPQ nprobe", "IVFPQ R10@10", "IVFPQ q/s", "covered by IVFDRQ (iters, nprobe)",
+                          "its R10@10", "its q/s", "q/s ratio"],
+                         [[c["bytes"], c["nprobe"], c["recall"], c["qps"],
+                           f"iters {c['covered_by']['iters']}, nprobe {c['covered_by']['nprobe']}" if c["covered_by"]
+                           else "**not covered**",
+                           c["covered_by"]["recall"] if c["covered_by"] else None,
+                           c["covered_by"]["qps"] if c["covered_by"] else None,
+                           f"{c['covered_by']['qps'] / c['qps']:.2f}x" if c["covered_by"] else "–"] for c in cov]), ""]
     L += ["## All points", "", "IVFDRQ (one model):", ""]
     L += [markdown_table(["iters", "nprobe", "R10@10", "q/s"],
                          [[r["iters"], r["nprobe"], r["recall"], r["qps"]] for r in results["drq"]]), ""]

@@ -55,3 +55,20 @@ def test_scale_run_measures_then_skips_what_would_take_too_long(monkeypatch):
     assert rows[1]["skipped"] and rows[1]["add_s_estimate"] > 60
     text = "\n".join(bench.render_scale(info, rows, args))
     assert "skipped: estimated" in text and "| 400 |" in text, text
+
+
+def test_coverage_counts_only_points_dominated_within_the_byte_budget():
+    bench = load_bench()
+    results = {
+        "drq": [{"iters": 8, "nprobe": 4, "recall": 0.60, "qps": 20000.0},
+                {"iters": 16, "nprobe": 4, "recall": 0.70, "qps": 30000.0}],
+        "ivfpq": {m: {"points": [{"nprobe": 1, "recall": 0.55, "qps": 15000.0},
+                                 {"nprobe": 8, "recall": 0.65, "qps": 25000.0}]} for m in bench.BYTES},
+    }
+    cov = {(c["bytes"], c["nprobe"]): c["covered_by"] for c in bench.coverage(results)}
+    # 8 B: only iters <= 8 counts; it beats nprobe 1 but is slower than nprobe 8
+    assert cov[(8, 1)] == {"iters": 8, "nprobe": 4, "recall": 0.60, "qps": 20000.0}
+    assert cov[(8, 8)] is None
+    # 16 B and up: the 16-iteration point dominates both, and is the fastest that does
+    for m in (16, 32, 64):
+        assert cov[(m, 1)]["iters"] == 16 and cov[(m, 8)]["iters"] == 16
