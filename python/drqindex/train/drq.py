@@ -121,8 +121,9 @@ class DRQTrainConfig:
     # per_iteration: train the codebooks in the top per_iteration_subspace_dims principal directions
     # of the training vectors and lift them back to d (the first codebook plus the mean). The model,
     # its file and its search are those of full-d codebooks, which then lie in mean + that
-    # subspace; None (or >= d): train in all d. 256 on Fashion-MNIST: half the training time of
-    # all 784 dims, R@1 within -0.022..+0.007 (train/per_iteration.py has the measurements).
+    # subspace; None (or >= d): train in all d. 256 on Fashion-MNIST: 52 s instead of 88 s of
+    # training, R@1 -0.018 (64 B) .. +0.004 (16 B) (benchmarks/results/fashion_mnist.md; more in
+    # train/per_iteration.py).
     per_iteration_subspace_dims: Optional[int] = 256
     learn_first_scale: bool = False
     val_fraction: float = 0.1
