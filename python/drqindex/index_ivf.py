@@ -362,11 +362,18 @@ class IndexIVFDRQ:
             chunk = QUERY_CHUNK
             if per_iteration:
                 chunk = int(np.clip(_TABLE_BYTES // (m * self._drq.K * 4), 1, QUERY_CHUNK))
+            # The coarse search of the whole batch first, then tables + scan chunk by chunk: one
+            # faiss call instead of one per chunk, and no alternation between faiss's thread
+            # pools and numpy's BLAS pool (whose threads still spin after a table product, which
+            # doubled the coarse search's time when the two alternated: 22.8 vs 10.5 us per
+            # query, Fashion-MNIST, nlist 1024, 2 threads).
+            coarse_all, lists_all = self.quantizer.search(x, nprobe)
+            coarse_all = np.ascontiguousarray(coarse_all, dtype=np.float32)
+            lists_all = np.ascontiguousarray(lists_all, dtype=np.int64)
             for start in range(0, n, chunk):
                 xq = x[start:start + chunk]
-                coarse, lists = self.quantizer.search(xq, nprobe)
-                coarse = np.ascontiguousarray(coarse, dtype=np.float32)
-                lists = np.ascontiguousarray(lists, dtype=np.int64)
+                coarse = coarse_all[start:start + chunk]
+                lists = lists_all[start:start + chunk]
                 if per_iteration:
                     # (nq, m, K): only the m iterations this search reads.
                     tables = self._drq.query_tables(xq, m)[0]
