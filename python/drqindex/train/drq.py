@@ -119,9 +119,9 @@ class DRQTrainConfig:
     per_iteration_pca_dims: int = 128    # per_iteration, "pca_progressive": dimensions of the progressive steps
     per_iteration_full_rounds: int = 3   # per_iteration, "pca_progressive": Lloyd rounds in all d afterwards
     # per_iteration: train the codebooks in the top per_iteration_subspace_dims principal directions
-    # of the training vectors and lift them back to d (the first codebook plus the mean). The model,
-    # its file and its search are those of full-d codebooks, which then lie in mean + that
-    # subspace; None (or >= d): train in all d. 256 on Fashion-MNIST: 52 s instead of 88 s of
+    # of the training vectors (the first codebook carries the mean); the model is then a
+    # drqindex.quantizer.Subspace, which encodes and builds query tables in those dimensions and is
+    # stored as such (file section CBKS); None (or >= d): train in all d. 256 on Fashion-MNIST: 52 s instead of 88 s of
     # training, R@1 -0.018 (64 B) .. +0.004 (16 B) (benchmarks/results/fashion_mnist.md; more in
     # train/per_iteration.py).
     per_iteration_subspace_dims: Optional[int] = 256
