@@ -26,6 +26,7 @@
 #include "drq/codes.h"
 #include "drq/encode.h"
 #include "drq/encode_per_iteration.h"
+#include "drq/inner_products.h"
 #include "drq/hamming.h"
 #include "drq/fastscan.h"
 #include "drq/fastscan_codes.h"
@@ -954,6 +955,38 @@ PYBIND11_MODULE(_core, m) {
         "||s_m C_m[k]||^2. Returns (codes uint8 (n, M), norms float32 (n, M)) with norms[i, m-1] =\n"
         "||xhat_m(i)||^2 summed in float64. level: force a SIMD level ('scalar'|'avx2'|'avx512'; tests).\n"
         "Multi-threaded, GIL released, Ctrl-C honoured.");
+
+    m.def(
+        "inner_products",
+        [](const py::object& rows_obj, const py::object& codewords_obj, const std::optional<std::string>& level_name) {
+            py::array codewords = require_array<float>(codewords_obj, "codewords", "float32",
+                                                       {any_dim("K"), any_dim("d")});
+            const py::ssize_t K = codewords.shape(0), d = codewords.shape(1);
+            if (K < 1 || d < 1) {
+                throw std::invalid_argument("codewords: expected shape (K, d) with K >= 1, d >= 1, got " +
+                                            describe_array(codewords));
+            }
+            py::array rows = require_array<float>(rows_obj, "rows", "float32", {any_dim("n"), fixed_dim(d, "d")});
+            const drq::SimdLevel level =
+                level_name ? drq::parse_simd_level(*level_name) : drq::get_simd_level();
+            if (!drq::simd_level_supported(level)) {
+                throw std::invalid_argument("SIMD level " + *level_name + " is not supported here");
+            }
+            const py::ssize_t n = rows.shape(0);
+            py::array_t<float> out({n, K});
+            float* out_data = out.mutable_data();
+            const int nthreads = drq::get_num_threads();
+            run_interruptible([&](const drq::InterruptCallback& interrupt) {
+                drq::inner_products(data_of<float>(rows), static_cast<size_t>(n), data_of<float>(codewords),
+                                    static_cast<size_t>(K), static_cast<size_t>(d), out_data, interrupt, nthreads,
+                                    level);
+            });
+            return out;
+        },
+        py::arg("rows"), py::arg("codewords"), py::arg("level") = py::none(),
+        "out[i, k] = <rows[i], codewords[k]> (csrc/drq/inner_products.h): rows float32 (n, d), codewords\n"
+        "float32 (K, d), out float32 (n, K); the encoder's dot kernel on the core's threads (no BLAS\n"
+        "thread pool). level: force a SIMD level ('scalar'|'avx2'|'avx512'; tests). GIL released.");
 
     // --- CodeStore ---------------------------------------------------------------------------
     py::class_<PyCodeStore>(m, "CodeStore",

@@ -126,6 +126,10 @@ class DRQQuantizer:
                 self._sub_mean_dots = np.einsum("mkr,r->mk", sub.codebooks.astype(np.float64),
                                                 sub.basis.T.astype(np.float64) @ sub.mean.astype(np.float64))
                 self._sub_mean_sq = float(s64[0] ** 2 * (sub.mean.astype(np.float64) ** 2).sum())
+                # (r + 1, d): the basis vectors, then the mean: one pass over the queries gives
+                # B^T q and <q, mean>.
+                self._sub_projection = np.ascontiguousarray(np.vstack([sub.basis.T, sub.mean[None, :]]),
+                                                            dtype=np.float32)
 
     @property
     def form(self) -> str:
@@ -265,13 +269,17 @@ class DRQQuantizer:
         per-iteration: tables[q, j, k] = <q, C_j[k]> for the first m = iters (default M)
         iterations, (nq, m, K) float32. The scales are not folded in: the core applies them."""
         if self.per_iteration and self.subspace is not None:
-            # <q, B c + [j == 0] mean> = <B^T q, c> + [j == 0] <q, mean>: r / d of the flops.
+            # <q, B c + [j == 0] mean> = <B^T q, c> + [j == 0] <q, mean>: r / d of the flops. The
+            # products run on the core's threads, not numpy's BLAS (csrc/drq/inner_products.h: BLAS
+            # threads spinning after the product slowed the IVF coarse search that follows).
             m = self.M if iters is None else iters
             sub = self.subspace
+            xq = np.ascontiguousarray(xq, dtype=np.float32)
+            z = _core.inner_products(xq, self._sub_projection)              # (nq, r + 1)
             flat = sub.codebooks[:m].reshape(m * self.K, -1)
-            tables = np.ascontiguousarray(((xq @ sub.basis) @ flat.T).reshape(xq.shape[0], m, self.K),
-                                          dtype=np.float32)
-            tables[:, 0, :] += (xq @ sub.mean)[:, None]
+            r = flat.shape[1]
+            tables = _core.inner_products(np.ascontiguousarray(z[:, :r]), flat).reshape(xq.shape[0], m, self.K)
+            tables[:, 0, :] += z[:, r:]
         elif self.per_iteration:
             m = self.M if iters is None else iters
             flat = self.codebook[:m].reshape(m * self.K, self.d)
