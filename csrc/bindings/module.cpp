@@ -86,6 +86,17 @@ std::string describe_array(const py::array& arr) {
     return std::string(py::str(arr.dtype())) + " array of shape " + shape_text(shape);
 }
 
+// The SIMD level a kernel binding runs at: the one a test forces by name (it must be supported
+// here), else the process's current level.
+drq::SimdLevel requested_simd_level(const std::optional<std::string>& level_name) {
+    if (!level_name) return drq::get_simd_level();
+    const drq::SimdLevel level = drq::parse_simd_level(*level_name);
+    if (!drq::simd_level_supported(level)) {
+        throw std::invalid_argument("SIMD level " + *level_name + " is not supported here");
+    }
+    return level;
+}
+
 template <class T>
 bool has_dtype(const py::array& arr) {
     // EquivTypes: accepts e.g. int64 spelled 'l' or 'q', rejects other byte orders.
@@ -694,11 +705,7 @@ void bind_fastscan(py::module_& m) {
                 p.allowed = data_of<uint8_t>(allowed);
                 p.allowed_size = static_cast<size_t>(allowed.shape(0));
             }
-            const drq::SimdLevel level =
-                level_name ? drq::parse_simd_level(*level_name) : drq::get_simd_level();
-            if (!drq::simd_level_supported(level)) {
-                throw std::invalid_argument("SIMD level " + *level_name + " is not supported here");
-            }
+            const drq::SimdLevel level = requested_simd_level(level_name);
             py::array_t<float> distances({nq, static_cast<py::ssize_t>(p.k)});
             py::array_t<int64_t> labels({nq, static_cast<py::ssize_t>(p.k)});
             float* d_out = distances.mutable_data();
@@ -929,11 +936,7 @@ PYBIND11_MODULE(_core, m) {
             py::array scales = require_array<float>(scales_obj, "scales", "float32", {fixed_dim(M, "M")});
             py::array sq_norms = require_array<float>(sq_norms_obj, "sq_norms", "float32",
                                                       {fixed_dim(M, "M"), fixed_dim(K, "K")});
-            const drq::SimdLevel level =
-                level_name ? drq::parse_simd_level(*level_name) : drq::get_simd_level();
-            if (!drq::simd_level_supported(level)) {
-                throw std::invalid_argument("SIMD level " + *level_name + " is not supported here");
-            }
+            const drq::SimdLevel level = requested_simd_level(level_name);
             const py::ssize_t n = x.shape(0);
             py::array_t<uint8_t> codes({n, M});
             py::array_t<float> norms({n, M});
@@ -967,11 +970,7 @@ PYBIND11_MODULE(_core, m) {
                                             describe_array(codewords));
             }
             py::array rows = require_array<float>(rows_obj, "rows", "float32", {any_dim("n"), fixed_dim(d, "d")});
-            const drq::SimdLevel level =
-                level_name ? drq::parse_simd_level(*level_name) : drq::get_simd_level();
-            if (!drq::simd_level_supported(level)) {
-                throw std::invalid_argument("SIMD level " + *level_name + " is not supported here");
-            }
+            const drq::SimdLevel level = requested_simd_level(level_name);
             const py::ssize_t n = rows.shape(0);
             py::array_t<float> out({n, K});
             float* out_data = out.mutable_data();
