@@ -63,6 +63,11 @@ ITERS = (2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
 # Scale-run search points (iters, nprobe).
 SCALE_POINTS = ((4, 8), (6, 8), (8, 16), (16, 16), (32, 16), (64, 16), (16, 64))
 K = 10
+# The DRQ model's principal subspace, per iteration: iterations 1-4 in the top 64 directions of the
+# residuals, 5-8 in the top 128, then 256 (drqindex.train.per_iteration: ~0.01 of 10-R@10 for 2.6x
+# fewer query-table multiply-adds at 6 iterations, what a low-nprobe search pays besides its coarse
+# search).
+SUBSPACE_DIMS = ((4, 64), (8, 128), (None, 256))
 REFERENCE = {8: (0.508, 15.6e3), 16: (0.587, 24e3), 32: (0.659, 7.1e3), 64: (0.769, 4.2e3)}
 
 
@@ -146,6 +151,7 @@ def run_fashion(args, info):
     # ---- one IndexIVFDRQ, M = 64
     index = trained_index(args, info, xb)
     args.nlist = index.nlist
+    info["drq_subspace_runs"] = subspace_runs(index.drq_quantizer)
     nprobes = [p for p in NPROBES if p <= args.nlist]
     if index.ntotal != xb.shape[0]:
         index.reset()
@@ -186,6 +192,20 @@ def run_fashion(args, info):
     return results, index
 
 
+def subspace_runs(q):
+    """[(first iteration, last iteration, leading dims)] (1-based) of a subspace model's codebooks,
+    or None: how far into the basis each iteration's codewords reach (their query-table cost)."""
+    if q.subspace is None:
+        return None
+    runs = []
+    for j, r in enumerate(int(v) for v in q.subspace_dims_per_iteration):
+        if runs and runs[-1][2] == r:
+            runs[-1][1] = j + 1
+        else:
+            runs.append([j + 1, j + 1, r])
+    return runs
+
+
 def trained_index(args, info, xb):
     """The IndexIVFDRQ of the run: read from --load-index, or trained on xb (then saved to
     --save-index once xb is added, by run_fashion)."""
@@ -201,7 +221,8 @@ def trained_index(args, info, xb):
         return index
     index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(xb.shape[1]), xb.shape[1], args.nlist, iters=max(ITERS),
                                  codebooks=args.codebooks, train_config={
-                                     "max_seconds": args.train_seconds, "num_threads": args.threads, "seed": 0})
+                                     "max_seconds": args.train_seconds, "num_threads": args.threads, "seed": 0,
+                                     "per_iteration_subspace_dims": SUBSPACE_DIMS})
     with Timer() as t:
         index.train(xb)
     info["drq_train_s"] = t.s
@@ -395,7 +416,9 @@ def render_md(info, results, rows, scale, args, stem):
          f"- **IVFDRQ**: ONE model, IndexIVFDRQ(IndexFlatL2, nlist {args.nlist}, M = {max(ITERS)}, "
          f"codebooks={args.codebooks!r}"
          + (f", trained in the top-{info['drq_subspace_dims']} principal subspace of the residuals"
-            if info.get("drq_subspace_dims") else "") + "), "
+            if info.get("drq_subspace_dims") else "")
+         + (": iterations " + ", ".join(f"{a}-{b} in its top {r}" for a, b, r in info["drq_subspace_runs"])
+            if len(info.get("drq_subspace_runs") or []) > 1 else "") + "), "
          f"by residual; DRQ training bounded to {args.train_seconds:.0f} s wall clock "
          + (f"(took {info['drq_train_s']:.0f} s with the faiss k-means of the coarse quantizer)"
             if info.get("drq_train_s") is not None else f"(model read from {info.get('drq_loaded_from')})")

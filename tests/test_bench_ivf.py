@@ -72,3 +72,17 @@ def test_coverage_counts_only_points_dominated_within_the_byte_budget():
     # 16 B and up: the 16-iteration point dominates both, and is the fastest that does
     for m in (16, 32, 64):
         assert cov[(m, 1)]["iters"] == 16 and cov[(m, 8)]["iters"] == 16
+
+
+def test_subspace_runs_describe_each_iterations_leading_dims():
+    bench = load_bench()
+    from drqindex.quantizer import DRQQuantizer, Subspace
+    rng = np.random.default_rng(0)
+    basis, _ = np.linalg.qr(rng.standard_normal((12, 6)))
+    cbs = rng.standard_normal((5, 256, 6)).astype(np.float32)
+    cbs[:2, :, 2:] = 0
+    cbs[2, :, 4:] = 0
+    q = DRQQuantizer(Subspace(np.zeros(12, np.float32), basis.astype(np.float32), cbs), np.ones(5, np.float32))
+    assert bench.subspace_runs(q) == [[1, 2, 2], [3, 3, 4], [4, 5, 6]]
+    assert bench.subspace_runs(DRQQuantizer(rng.standard_normal((3, 256, 12)).astype(np.float32),
+                                            np.ones(3, np.float32))) is None

@@ -132,6 +132,47 @@ def test_subspace_dims_option_is_validated(value, match):
         _cfg(per_iteration_subspace_dims=value)
 
 
+SCHEDULE = ((2, 4), (4, 7), (None, 10))        # iterations 0-1 in 4 dims, 2-3 in 7, then 10
+
+
+def test_trainer_schedule_nests_each_codebook_in_its_leading_dimensions():
+    x = _data(800)
+    cb, scales, info = train_drq(x, _cfg(iters=5, per_iteration_subspace_dims=SCHEDULE))
+    assert isinstance(cb, Subspace) and cb.basis.shape == (D, 10)
+    assert info["subspace_dims_per_iteration"] == [4, 4, 7, 7, 10]
+    for j, r in enumerate((4, 4, 7, 7, 10)):
+        assert (cb.codebooks[j, :, r:] == 0).all() and (cb.codebooks[j, :, r - 1] != 0).any()
+    q = DRQQuantizer(cb, scales)
+    assert q.subspace_dims_per_iteration.tolist() == [4, 4, 7, 7, 10]     # found from the zero columns, not stored
+    codes, _ = q.encode(x)
+    for m in (1, 2, 3, 5):  # the training error is the model's, as without a schedule
+        err = ((q.decode(codes, m).astype(np.float64) - x) ** 2).sum(1).mean()
+        assert err == pytest.approx(info["train_mse_per_prefix"][m - 1], rel=1e-3)
+    # query tables from the leading coordinates only = tables of the lifted (M, K, d) model
+    full = DRQQuantizer(lift_subspace(q.subspace), scales)
+    xq = _data(30, seed=4)
+    for m in (1, 2, 3, 4, 5):
+        ts, _ = q.query_tables(xq, m)
+        tf, _ = full.query_tables(xq, m)
+        assert ts.shape == (30, m, 256)
+        np.testing.assert_allclose(ts, tf, rtol=1e-4, atol=1e-4 * np.abs(tf).max())
+
+
+def test_schedule_survives_the_file_and_is_validated():
+    x = _data(800)
+    index = drqindex.IndexDRQ(D, 5, codebooks="per_iteration", train_config=dict(
+        per_iteration_sample=400, per_iteration_subspace_dims=SCHEDULE, num_threads=1, seed=3))
+    index.train(x)
+    index.add(x)
+    back = drqindex.deserialize_index(drqindex.serialize_index(index))
+    assert back.quantizer.subspace_dims_per_iteration.tolist() == [4, 4, 7, 7, 10]
+    xq = _data(20, seed=8)
+    np.testing.assert_array_equal(back.search(xq, 5, iters=3)[1], index.search(xq, 5, iters=3)[1])
+    for bad in (((2, 4),), ((2, 4), (2, 7), (None, 10)), ((2, 0), (None, 10)), "4"):
+        with pytest.raises(ValueError, match="per_iteration_subspace_dims: expected an int >= 1 or a sequence"):
+            _cfg(per_iteration_subspace_dims=bad)
+
+
 def _flat_index(q):
     index = drqindex.IndexDRQ(D, M)
     index.set_quantizer(q)

@@ -131,6 +131,43 @@ py::array require_array(const py::handle& obj, const char* arg, const char* dtyp
     return arr;
 }
 
+// A 2-D float32 array whose rows may be apart (a slice of columns such as a[:, 1:9]): each row
+// contiguous and aligned, rows a positive whole number of elements apart. Returns that distance
+// in elements (the row length when there is at most one row).
+size_t require_float_rows(const py::array& arr, const char* arg) {
+    const auto fail = [&](const std::string& why) {
+        throw std::invalid_argument(std::string(arg) + ": expected a float32 2-D array whose rows are contiguous, got " +
+                                    describe_array(arr) + why);
+    };
+    if (arr.ndim() != 2) fail("");
+    if (arr.strides(1) != static_cast<py::ssize_t>(sizeof(float)) && arr.shape(1) > 1) fail(" with strided rows");
+    if (!(arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) fail(" that is not aligned");
+    if (arr.shape(0) <= 1) return static_cast<size_t>(arr.shape(1));
+    const py::ssize_t stride = arr.strides(0);
+    if (stride <= 0 || stride % static_cast<py::ssize_t>(sizeof(float)) != 0 ||
+        stride / static_cast<py::ssize_t>(sizeof(float)) < arr.shape(1)) {
+        fail(" with overlapping or reversed rows");
+    }
+    return static_cast<size_t>(stride / static_cast<py::ssize_t>(sizeof(float)));
+}
+
+// Whether the memory spans of two arrays (first to last element) overlap.
+bool ranges_overlap(const py::array& a, const py::array& b) {
+    const auto span = [](const py::array& x) {
+        const char* p = static_cast<const char*>(x.data());
+        if (x.size() == 0) return std::make_pair(p, p);
+        py::ssize_t lo = 0, hi = 0;
+        for (py::ssize_t i = 0; i < x.ndim(); ++i) {
+            const py::ssize_t ext = (x.shape(i) - 1) * x.strides(i);
+            (ext < 0 ? lo : hi) += ext;
+        }
+        return std::make_pair(p + lo, p + hi + x.itemsize());
+    };
+    const auto [a0, a1] = span(a);
+    const auto [b0, b1] = span(b);
+    return a0 < b1 && b0 < a1;
+}
+
 template <class T>
 const T* data_of(const py::array& arr) {
     return static_cast<const T*>(arr.data());
@@ -961,30 +998,64 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "inner_products",
-        [](const py::object& rows_obj, const py::object& codewords_obj, const std::optional<std::string>& level_name) {
-            py::array codewords = require_array<float>(codewords_obj, "codewords", "float32",
-                                                       {any_dim("K"), any_dim("d")});
-            const py::ssize_t K = codewords.shape(0), d = codewords.shape(1);
+        [](const py::object& rows_obj, const py::object& columns_obj, const py::object& out_obj,
+           const std::optional<std::string>& level_name) {
+            const auto as_float_array = [](const py::object& obj, const char* arg) {
+                if (!py::isinstance<py::array>(obj) ||
+                    !has_dtype<float>(py::reinterpret_borrow<py::array>(obj))) {
+                    throw py::type_error(std::string(arg) + ": expected a numpy float32 2-D array, got " +
+                                         (py::isinstance<py::array>(obj)
+                                              ? describe_array(py::reinterpret_borrow<py::array>(obj))
+                                              : std::string(py::str(py::type::of(obj).attr("__name__")))));
+                }
+                return py::reinterpret_borrow<py::array>(obj);
+            };
+            py::array columns = as_float_array(columns_obj, "columns");
+            const size_t column_stride = require_float_rows(columns, "columns");
+            const py::ssize_t d = columns.shape(0), K = columns.shape(1);
             if (K < 1 || d < 1) {
-                throw std::invalid_argument("codewords: expected shape (K, d) with K >= 1, d >= 1, got " +
-                                            describe_array(codewords));
+                throw std::invalid_argument("columns: expected shape (d, K) with d >= 1, K >= 1, got " +
+                                            describe_array(columns));
             }
-            py::array rows = require_array<float>(rows_obj, "rows", "float32", {any_dim("n"), fixed_dim(d, "d")});
+            py::array rows = as_float_array(rows_obj, "rows");
+            const size_t row_stride = require_float_rows(rows, "rows");
+            if (rows.shape(1) != d) {
+                throw std::invalid_argument("rows: expected shape (n, " + std::to_string(d) +
+                                            ") (d = columns.shape[0]), got " + describe_array(rows));
+            }
             const drq::SimdLevel level = requested_simd_level(level_name);
             const py::ssize_t n = rows.shape(0);
-            py::array_t<float> out({n, K});
-            float* out_data = out.mutable_data();
+            py::array out;
+            size_t out_stride = static_cast<size_t>(K);
+            if (out_obj.is_none()) {
+                out = py::array_t<float>({n, K});
+            } else {
+                out = as_float_array(out_obj, "out");
+                out_stride = require_float_rows(out, "out");
+                if (out.shape(0) != n || out.shape(1) != K) {
+                    throw std::invalid_argument("out: expected shape (" + std::to_string(n) + ", " + std::to_string(K) +
+                                                ") (rows.shape[0], columns.shape[1]), got " + describe_array(out));
+                }
+                if (!out.writeable()) throw std::invalid_argument("out: expected a writeable array");
+                if (ranges_overlap(out, rows) || ranges_overlap(out, columns)) {
+                    throw std::invalid_argument("out: must not share memory with rows or columns");
+                }
+            }
+            float* out_data = static_cast<float*>(out.mutable_data());
             const int nthreads = drq::get_num_threads();
             run_interruptible([&](const drq::InterruptCallback& interrupt) {
-                drq::inner_products(data_of<float>(rows), static_cast<size_t>(n), data_of<float>(codewords),
-                                    static_cast<size_t>(K), static_cast<size_t>(d), out_data, interrupt, nthreads,
-                                    level);
+                drq::inner_products(data_of<float>(rows), static_cast<size_t>(n), row_stride, data_of<float>(columns),
+                                    static_cast<size_t>(K), column_stride, static_cast<size_t>(d), out_data,
+                                    out_stride, interrupt, nthreads, level);
             });
             return out;
         },
-        py::arg("rows"), py::arg("codewords"), py::arg("level") = py::none(),
-        "out[i, k] = <rows[i], codewords[k]> (csrc/drq/inner_products.h): rows float32 (n, d), codewords\n"
-        "float32 (K, d), out float32 (n, K); the encoder's dot kernel on the core's threads (no BLAS\n"
+        py::arg("rows"), py::arg("columns"), py::arg("out") = py::none(), py::arg("level") = py::none(),
+        "out = rows @ columns (csrc/drq/inner_products.h): rows float32 (n, d), columns float32 (d, K)\n"
+        "(e.g. codewords transposed), out float32 (n, K); each row of rows and of columns contiguous,\n"
+        "the rows may be apart (column slices such as z[:, 1:129] need no copy). out: None, or a float32\n"
+        "(n, K) array (rows contiguous, may be apart) written in place and returned. One fixed summation\n"
+        "order (bit-identical at every SIMD level and thread count), on the core's threads (no BLAS\n"
         "thread pool). level: force a SIMD level ('scalar'|'avx2'|'avx512'; tests). GIL released.");
 
     // --- CodeStore ---------------------------------------------------------------------------

@@ -1,12 +1,17 @@
-// Inner products of many rows with many codewords: the per-iteration query tables (and the
+// Products of many rows with a matrix of columns: the per-iteration query tables (and the
 // projection of queries onto a subspace basis) computed by the core's own threads.
 //
 // Why not BLAS: the look-up tables of an IVF search are computed between the coarse search
 // (faiss's OpenMP threads) and the scan (the core's threads); numpy's OpenBLAS threads keep
-// spinning after a product and slowed the next coarse search ~2x on 2 cores. The encoder's dot
-// kernel (encode_dots.h, ~38-44 GFMA/s per Zen 3 core) does the same arithmetic with threads
-// that end with the call. Each dot product has encode_dots.h's fixed evaluation order, so the
-// result does not depend on the SIMD level, the thread count or the block size.
+// spinning after a product and slowed the next coarse search ~2x on 2 cores.
+//
+// Why columns (d x K, the codewords transposed) and not codewords (K x d) as the encoder's dot
+// kernel (encode_dots.h): a table entry is then a lane of an 8-wide accumulator, with no
+// horizontal reduction per entry; those reductions made the dot kernel run at ~8-14 GFMA/s per
+// core for the 64- and 128-dimensional codebooks of a subspace model (vs ~30 here).
+//
+// One evaluation order, so the result does not depend on the SIMD level, the thread count or
+// the blocking:  out[i][k] = fma(rows[i][d-1], columns[d-1][k], ... fma(rows[i][0], columns[0][k], 0)).
 #pragma once
 
 #include <cstddef>
@@ -16,10 +21,23 @@
 
 namespace drq {
 
-//   rows:      nrows * d (row i at rows + i * d)
-//   codewords: K * d (codeword k at codewords + k * d)
-//   out:       nrows * K, out[i * K + k] = <row i, codeword k>
-void inner_products(const float* rows, size_t nrows, const float* codewords, size_t K, size_t d,
-                    float* out, const InterruptCallback& interrupt, int nthreads, SimdLevel level);
+//   rows:    nrows rows of d floats, row i at rows + i * row_stride (row_stride >= d)
+//   columns: d rows of K floats, columns[t * column_stride + k] (column_stride >= K)
+//   out:     nrows rows of K floats, out[i * out_stride + k] = sum_t rows[i][t] * columns[t][k]
+//            (the order above; out_stride >= K: tables of several iterations written in place)
+void inner_products(const float* rows, size_t nrows, size_t row_stride, const float* columns, size_t K,
+                    size_t column_stride, size_t d, float* out, size_t out_stride,
+                    const InterruptCallback& interrupt, int nthreads, SimdLevel level);
+
+// One block of rows, single-threaded (same arguments as above):
+// the scalar reference and the AVX2 kernel, which must agree bit for bit.
+using InnerProductsFn = void (*)(const float* rows, size_t nrows, size_t row_stride, const float* columns,
+                                 size_t K, size_t column_stride, size_t d, float* out, size_t out_stride);
+void inner_products_ref(const float* rows, size_t nrows, size_t row_stride, const float* columns, size_t K,
+                        size_t column_stride, size_t d, float* out, size_t out_stride);
+#if defined(DRQ_HAVE_X86_SIMD)
+void inner_products_avx2(const float* rows, size_t nrows, size_t row_stride, const float* columns, size_t K,
+                         size_t column_stride, size_t d, float* out, size_t out_stride);
+#endif
 
 }  // namespace drq

@@ -376,7 +376,7 @@ class IndexIVFDRQ:
                 lists = lists_all[start:start + chunk]
                 if per_iteration:
                     # (nq, m, K): only the m iterations this search reads.
-                    tables = self._drq.query_tables(xq, m)[0]
+                    tables = self._drq.query_tables(xq, m, with_norms=False)[0]
                 else:
                     tables = np.ascontiguousarray(xq @ self._drq.codebook.T, dtype=np.float32)
                 Dc, Ic = _core.ivf_search(self._store, tables, coarse, lists, self._drq.scales, m, k_core,

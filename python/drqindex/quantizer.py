@@ -126,10 +126,42 @@ class DRQQuantizer:
                 self._sub_mean_dots = np.einsum("mkr,r->mk", sub.codebooks.astype(np.float64),
                                                 sub.basis.T.astype(np.float64) @ sub.mean.astype(np.float64))
                 self._sub_mean_sq = float(s64[0] ** 2 * (sub.mean.astype(np.float64) ** 2).sum())
-                # (r + 1, d): the basis vectors, then the mean: one pass over the queries gives
-                # B^T q and <q, mean>.
-                self._sub_projection = np.ascontiguousarray(np.vstack([sub.basis.T, sub.mean[None, :]]),
+                # (d, 1 + r) columns: the mean, then the basis vectors: one pass over the queries
+                # gives <q, mean> and B^T q, and its first 1 + r' columns the first r' coordinates.
+                self._sub_projection = np.ascontiguousarray(np.hstack([sub.mean[:, None], sub.basis]),
                                                             dtype=np.float32)
+                # Leading coordinates each codebook uses (its columns after them are all zero, as
+                # when the trainer's per_iteration_subspace_dims is a schedule): the query tables
+                # of iteration j need only <B^T q, c> over those, and B^T q only up to the largest.
+                used = np.any(sub.codebooks != 0, axis=1)                      # (M, r)
+                self._sub_dims = np.array([int(np.flatnonzero(u)[-1]) + 1 if u.any() else 1 for u in used],
+                                          dtype=np.int64)
+                # Runs of consecutive iterations with the same leading dims, each as one block of
+                # columns (dims, iterations * K): (first iteration, end, dims, columns). The first
+                # block has one more leading row, 1 under iteration 0's columns and 0 elsewhere,
+                # matched with <q, mean> in front of B^T q: it adds the mean's term to iteration 0.
+                self._sub_blocks = []
+                j = 0
+                while j < self.M:
+                    e = j
+                    while e < self.M and self._sub_dims[e] == self._sub_dims[j]:
+                        e += 1
+                    r_j = int(self._sub_dims[j])
+                    block = sub.codebooks[j:e, :, :r_j].reshape((e - j) * self.K, r_j).T
+                    if j == 0:
+                        ones = np.zeros((1, e * self.K), np.float32)
+                        ones[0, :self.K] = 1.0
+                        block = np.vstack([ones, block])
+                    block = np.ascontiguousarray(block, dtype=np.float32)
+                    self._sub_blocks.append((j, e, r_j, block))
+                    j = e
+
+    @property
+    def subspace_dims_per_iteration(self):
+        """With a Subspace: int64 (M,), the leading basis directions each iteration's codebook
+        uses (its r-dimensional codewords are zero after them; the query tables read only those).
+        None otherwise."""
+        return None if self.subspace is None else self._sub_dims.copy()
 
     @property
     def form(self) -> str:
@@ -262,8 +294,9 @@ class DRQQuantizer:
         np.cumsum(out, axis=1, out=out)
         return out
 
-    def query_tables(self, xq: np.ndarray, iters: int | None = None):
-        """Look-up tables for a batch of float32 (nq, d) queries, and the squared query norms (nq,).
+    def query_tables(self, xq: np.ndarray, iters: int | None = None, with_norms: bool = True):
+        """Look-up tables for a batch of float32 (nq, d) queries, and the squared query norms (nq,)
+        (None with with_norms=False: an IVF search by residual does not need them).
 
         shared: ONE table per query that serves every iteration, T = q C^T, (nq, K) float32.
         per-iteration: tables[q, j, k] = <q, C_j[k]> for the first m = iters (default M)
@@ -273,19 +306,27 @@ class DRQQuantizer:
             # products run on the core's threads, not numpy's BLAS (csrc/drq/inner_products.h: BLAS
             # threads spinning after the product slowed the IVF coarse search that follows).
             m = self.M if iters is None else iters
-            sub = self.subspace
             xq = np.ascontiguousarray(xq, dtype=np.float32)
-            z = _core.inner_products(xq, self._sub_projection)              # (nq, r + 1)
-            flat = sub.codebooks[:m].reshape(m * self.K, -1)
-            r = flat.shape[1]
-            tables = _core.inner_products(np.ascontiguousarray(z[:, :r]), flat).reshape(xq.shape[0], m, self.K)
-            tables[:, 0, :] += z[:, r:]
+            nq = xq.shape[0]
+            r_max = int(self._sub_dims[:m].max())
+            z = _core.inner_products(xq, self._sub_projection[:, :1 + r_max])  # (nq, 1 + r'): <q, mean>, B^T q
+            tables = np.empty((nq, m, self.K), np.float32)
+            flat = tables.reshape(nq, m * self.K)
+            for j, e, r_j, block in self._sub_blocks:
+                if j >= m:
+                    break
+                e = min(e, m)
+                lead = 0 if j == 0 else 1  # the first block also reads <q, mean>
+                _core.inner_products(z[:, lead:1 + r_j], block[:, :(e - j) * self.K],
+                                     out=flat[:, j * self.K:e * self.K])
         elif self.per_iteration:
             m = self.M if iters is None else iters
             flat = self.codebook[:m].reshape(m * self.K, self.d)
             tables = np.ascontiguousarray((xq @ flat.T).reshape(xq.shape[0], m, self.K), dtype=np.float32)
         else:
             tables = np.ascontiguousarray(xq @ self.codebook.T, dtype=np.float32)
+        if not with_norms:
+            return tables, None
         qnorms = np.einsum("ij,ij->i", xq, xq, dtype=np.float32)
         return tables, np.ascontiguousarray(qnorms, dtype=np.float32)
 

@@ -123,8 +123,12 @@ class DRQTrainConfig:
     # drqindex.quantizer.Subspace, which encodes and builds query tables in those dimensions and is
     # stored as such (file section CBKS); None (or >= d): train in all d. 256 on Fashion-MNIST: 52 s instead of 88 s of
     # training, R@1 -0.018 (64 B) .. +0.004 (16 B) (benchmarks/results/fashion_mnist.md; more in
-    # train/per_iteration.py).
-    per_iteration_subspace_dims: Optional[int] = 256
+    # train/per_iteration.py). A schedule of (until_iteration, dims) pairs such as
+    # ((4, 64), (8, 128), (None, 256)) nests the first iterations' codebooks in fewer leading
+    # directions (the basis is the top max(dims)): their query tables then cost d * 64 + 4 * K * 64
+    # multiply-adds instead of d * 256 + 4 * K * 256, which is what a low-nprobe IVF search pays per
+    # query besides its coarse search (benchmarks/bench_ivf.py uses that schedule).
+    per_iteration_subspace_dims: Union[None, int, Sequence] = 256
     learn_first_scale: bool = False
     val_fraction: float = 0.1
     patience: int = 3
@@ -172,7 +176,8 @@ class DRQTrainConfig:
         _int("per_iteration_pca_dims", 1)
         _int("per_iteration_full_rounds", 0)
         if self.per_iteration_subspace_dims is not None:
-            _int("per_iteration_subspace_dims", 1)
+            self.per_iteration_subspace_dims = iteration_schedule(
+                self.per_iteration_subspace_dims, "per_iteration_subspace_dims", "((8, 128), (None, 256))")
         if self.per_iteration_kmeans not in ("pca_progressive", "progressive"):
             raise ValueError(f"per_iteration_kmeans: expected 'pca_progressive' or 'progressive', "
                              f"received {self.per_iteration_kmeans!r}")
@@ -207,19 +212,19 @@ class DRQTrainConfig:
                                  f"received shape {arr.shape} {arr if arr.size <= 8 else '...'}")
 
 
-def per_iteration_sample_schedule(value):
-    """The validated per_iteration_sample: an int >= 1, or a tuple of (until_iteration, sample) pairs
-    with strictly increasing until_iteration >= 1, the last one None, every sample an int >= 1
+def iteration_schedule(value, name: str, example: str):
+    """A validated per-iteration schedule: an int >= 1, or a tuple of (until_iteration, value) pairs
+    with strictly increasing until_iteration >= 1, the last one None, every value an int >= 1
     (a JSON list of lists, as read back from an index file, is accepted)."""
     def _is_int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
     if _is_int(value):
         if value < 1:
-            raise ValueError(f"per_iteration_sample: expected >= 1, received {value}")
+            raise ValueError(f"{name}: expected >= 1, received {value}")
         return int(value)
-    expected = ("per_iteration_sample: expected an int >= 1 or a sequence of (until_iteration, sample) pairs "
-                "ending with (None, sample), e.g. ((16, 65536), (None, 16384))")
+    expected = (f"{name}: expected an int >= 1 or a sequence of (until_iteration, value) pairs "
+                f"ending with (None, value), e.g. {example}")
     if isinstance(value, (str, bytes)) or not isinstance(value, collections.abc.Sequence) \
             or len(value) == 0:
         raise ValueError(f"{expected}, received {value!r}")
@@ -228,24 +233,34 @@ def per_iteration_sample_schedule(value):
         if isinstance(pair, (str, bytes)) or not isinstance(pair, collections.abc.Sequence) \
                 or len(pair) != 2:
             raise ValueError(f"{expected}, received {value!r}")
-        until, sample = pair
+        until, v = pair
         final = i == len(value) - 1
         if (until is None) != final or (until is not None and (not _is_int(until) or until <= last)) \
-                or not _is_int(sample) or sample < 1:
+                or not _is_int(v) or v < 1:
             raise ValueError(f"{expected}, received {value!r}")
         last = 0 if until is None else int(until)
-        out.append((None if until is None else int(until), int(sample)))
+        out.append((None if until is None else int(until), int(v)))
     return tuple(out)
+
+
+def per_iteration_sample_schedule(value):
+    """The validated per_iteration_sample (iteration_schedule)."""
+    return iteration_schedule(value, "per_iteration_sample", "((16, 65536), (None, 16384))")
+
+
+def schedule_at(schedule, m: int) -> int:
+    """The value of a validated iteration_schedule at 0-based iteration m."""
+    if isinstance(schedule, int):
+        return schedule
+    for until, v in schedule:
+        if until is None or m < until:
+            return v
+    raise AssertionError("a validated schedule ends with (None, value)")  # pragma: no cover
 
 
 def per_iteration_sample_at(schedule, m: int) -> int:
     """Sample size for 0-based iteration m under a validated per_iteration_sample."""
-    if isinstance(schedule, int):
-        return schedule
-    for until, sample in schedule:
-        if until is None or m < until:
-            return sample
-    raise AssertionError("a validated schedule ends with (None, sample)")  # pragma: no cover
+    return schedule_at(schedule, m)
 
 
 # --------------------------------------------------------------------------- input checks
