@@ -68,6 +68,11 @@ K = 10
 # fewer query-table multiply-adds at 6 iterations, what a low-nprobe search pays besides its coarse
 # search).
 SUBSPACE_DIMS = ((4, 64), (8, 128), (None, 256))
+# The close calls of the sweep (an IVFPQ point whose fastest IVFDRQ point of >= recall has less
+# than PAIRED_BELOW x its q/s, or none) are re-timed in PAIRED_ROUNDS rounds that alternate the
+# two searches: single medians taken minutes apart on a shared 2-core machine move by up to ~30%.
+PAIRED_BELOW = 1.5
+PAIRED_ROUNDS = 7
 REFERENCE = {8: (0.508, 15.6e3), 16: (0.587, 24e3), 32: (0.659, 7.1e3), 64: (0.769, 4.2e3)}
 
 
@@ -173,9 +178,11 @@ def run_fashion(args, info):
                                    "bytes_read": index.bytes_per_vector(m)})
             log(f"  DRQ iters={m:2d} nprobe={p:2d}: R10@10 {rec:.3f}  {qps:,.0f} q/s")
 
-    # ---- four IndexIVFPQ
+    # ---- four IndexIVFPQ (kept for the paired re-timing: m + 8 bytes per vector)
+    ivfpq = {}
     for m in BYTES:
         idx, ivf, refs, desc = build_ivfpq(d, m, args.nlist)
+        ivfpq[m] = (idx, ivf, refs)
         with Timer() as t:
             idx.train(xb)
             idx.add(xb)
@@ -188,8 +195,61 @@ def run_fashion(args, info):
             rows.append({"nprobe": p, "recall": rec, "qps": qps})
             log(f"  IVFPQ m={m:2d} nprobe={p:2d}: R10@10 {rec:.3f}  {qps:,.0f} q/s")
         results["ivfpq"][m] = {"desc": desc, "train_add_s": t.s, "memory_per_vector": mem, "points": rows}
-        del idx, ivf, refs
+
+    def search_pq(m, nprobe):
+        idx, ivf, _ = ivfpq[m]
+        ivf.nprobe = nprobe
+        idx.search(xq, K)
+
+    def search_drq(iters, nprobe):
+        index.search(xq, K, params=drqindex.SearchParametersIVFDRQ(nprobe=nprobe, iters=iters))
+
+    results["paired"] = paired_retiming(results, search_pq, search_drq, xq.shape[0], PAIRED_ROUNDS)
     return results, index
+
+
+def fastest_reaching(results):
+    """{(bytes m, nprobe): the fastest IVFDRQ point with iters <= m and recall >= that IVFPQ point's,
+    or None}."""
+    out = {}
+    for m in BYTES:
+        for pq in results["ivfpq"][m]["points"]:
+            reach = [r for r in results["drq"] if r["iters"] <= m and r["recall"] >= pq["recall"]]
+            out[(m, pq["nprobe"])] = max(reach, key=lambda r: r["qps"]) if reach else None
+    return out
+
+
+def paired_retiming(results, search_pq, search_drq, nq, rounds):
+    """Re-time the close calls: each IVFPQ point (m, nprobe) whose fastest_reaching IVFDRQ point has
+    under PAIRED_BELOW x its single-run q/s, against that point, in `rounds` rounds that run the two
+    searches back to back (order flipped every round), after one warm-up of each. search_pq(m,
+    nprobe) and search_drq(iters, nprobe) run one full query batch of nq queries. Returns one row per
+    re-timed pair: the median and range of the per-round q/s ratios IVFDRQ / IVFPQ and each side's
+    median q/s."""
+    rows = []
+    for (m, nprobe), cand in fastest_reaching(results).items():
+        pq = next(r for r in results["ivfpq"][m]["points"] if r["nprobe"] == nprobe)
+        if cand is None or cand["qps"] / pq["qps"] >= PAIRED_BELOW:
+            continue
+        run_pq = lambda: search_pq(m, nprobe)  # noqa: E731
+        run_drq = lambda: search_drq(cand["iters"], cand["nprobe"])  # noqa: E731
+        run_pq()
+        run_drq()
+        t_pq, t_drq = [], []
+        for r in range(rounds):
+            for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+                t0 = time.perf_counter()
+                (run_pq if which == 0 else run_drq)()
+                (t_pq if which == 0 else t_drq).append(time.perf_counter() - t0)
+        ratios = [a / b for a, b in zip(t_pq, t_drq)]
+        rows.append({"bytes": m, "nprobe": nprobe, "recall": pq["recall"], "single_qps": pq["qps"],
+                     "drq": {k: cand[k] for k in ("iters", "nprobe", "recall", "qps")},
+                     "rounds": rounds, "ratio_median": float(np.median(ratios)), "ratio_min": min(ratios),
+                     "ratio_max": max(ratios), "ivfpq_qps": nq / float(np.median(t_pq)),
+                     "drq_qps": nq / float(np.median(t_drq))})
+        log(f"  paired m={m} nprobe={nprobe} vs iters={cand['iters']} nprobe={cand['nprobe']}: "
+            f"median ratio {rows[-1]['ratio_median']:.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})")
+    return rows
 
 
 def subspace_runs(q):
@@ -465,6 +525,23 @@ def render_md(info, results, rows, scale, args, stem):
                            c["covered_by"]["recall"] if c["covered_by"] else None,
                            c["covered_by"]["qps"] if c["covered_by"] else None,
                            f"{c['covered_by']['qps'] / c['qps']:.2f}x" if c["covered_by"] else "–"] for c in cov]), ""]
+    paired = results.get("paired") or []
+    L += ["## Paired re-timing of the close calls", "",
+          f"Every IVFPQ point whose fastest IVFDRQ point of higher-or-equal recall (iters <= m) had less than "
+          f"{PAIRED_BELOW}x its queries/s in the sweep above (or none) was re-timed against that point in "
+          f"{PAIRED_ROUNDS} rounds, the two searches back to back, the order flipped every round: the ratio of each "
+          "round's two times does not move with the machine's load between rounds as medians taken minutes "
+          "apart do.", ""]
+    if paired:
+        L += [markdown_table(["bytes", "IVFPQ nprobe", "IVFPQ R10@10", "IVFDRQ (iters, nprobe)", "its R10@10",
+                              "sweep ratio", "paired: median ratio", "range", "IVFPQ q/s", "IVFDRQ q/s"],
+                             [[p["bytes"], p["nprobe"], p["recall"], f"iters {p['drq']['iters']}, nprobe {p['drq']['nprobe']}",
+                               p["drq"]["recall"], f"{p['drq']['qps'] / p['single_qps']:.2f}x",
+                               f"**{p['ratio_median']:.2f}x**", f"{p['ratio_min']:.2f}-{p['ratio_max']:.2f}x",
+                               p["ivfpq_qps"], p["drq_qps"]] for p in paired]), ""]
+    else:
+        L += ["No close calls: every IVFPQ point had an IVFDRQ point of higher-or-equal recall with at least "
+              f"{PAIRED_BELOW}x its queries/s.", ""]
     L += ["## All points", "", "IVFDRQ (one model):", ""]
     L += [markdown_table(["iters", "nprobe", "R10@10", "q/s"],
                          [[r["iters"], r["nprobe"], r["recall"], r["qps"]] for r in results["drq"]]), ""]

@@ -86,3 +86,41 @@ def test_subspace_runs_describe_each_iterations_leading_dims():
     assert bench.subspace_runs(q) == [[1, 2, 2], [3, 3, 4], [4, 5, 6]]
     assert bench.subspace_runs(DRQQuantizer(rng.standard_normal((3, 256, 12)).astype(np.float32),
                                             np.ones(3, np.float32))) is None
+
+
+def _sweep():
+    # IVFPQ 8 B: nprobe 1 close (ratio 1.2), nprobe 2 clear (2.0x); 16 B nprobe 1: no point reaches it
+    return {"drq": [{"iters": 4, "nprobe": 1, "recall": 0.40, "qps": 120.0},
+                    {"iters": 8, "nprobe": 2, "recall": 0.50, "qps": 200.0},
+                    {"iters": 16, "nprobe": 2, "recall": 0.55, "qps": 90.0}],
+            "ivfpq": {8: {"points": [{"nprobe": 1, "recall": 0.39, "qps": 100.0},
+                                     {"nprobe": 2, "recall": 0.45, "qps": 100.0}]},
+                      16: {"points": [{"nprobe": 1, "recall": 0.60, "qps": 50.0}]},
+                      32: {"points": []}, 64: {"points": []}}}
+
+
+def test_fastest_reaching_respects_the_byte_budget_and_recall():
+    bench = load_bench()
+    got = bench.fastest_reaching(_sweep())
+    assert got[(8, 1)]["iters"] == 8 and got[(8, 2)]["iters"] == 8     # fastest of those reaching
+    assert got[(16, 1)] is None                                         # none reaches 0.60
+
+
+def test_paired_retiming_alternates_only_the_close_calls():
+    bench = load_bench()
+    calls = []
+    out = bench.paired_retiming(_sweep(), lambda m, p: calls.append(("pq", m, p)),
+                                lambda it, p: calls.append(("drq", it, p)), nq=10, rounds=3)
+    # 8 B nprobe 1 vs iters 8 nprobe 2: 200/100 = 2.0 >= PAIRED_BELOW -> not a close call;
+    # 8 B nprobe 2: the same point, 2.0x -> skipped; 16 B nprobe 1: nothing reaches it -> skipped
+    assert bench.PAIRED_BELOW <= 2.0 and out == [] and calls == []
+    sweep = _sweep()
+    sweep["drq"][1]["qps"] = 110.0                                      # now 1.1x: close calls
+    out = bench.paired_retiming(sweep, lambda m, p: calls.append(("pq", m, p)),
+                                lambda it, p: calls.append(("drq", it, p)), nq=10, rounds=3)
+    assert [(r["bytes"], r["nprobe"]) for r in out] == [(8, 1), (8, 2)]
+    first = calls[:8]     # warm-up pq, drq; then rounds: (pq, drq), (drq, pq), (pq, drq)
+    assert [c[0] for c in first] == ["pq", "drq", "pq", "drq", "drq", "pq", "pq", "drq"]
+    assert first[0] == ("pq", 8, 1) and first[1] == ("drq", 4, 1)   # 120 q/s: the fastest reaching 0.39
+    r = out[0]
+    assert r["rounds"] == 3 and r["ratio_min"] <= r["ratio_median"] <= r["ratio_max"] and r["drq"]["iters"] == 4
