@@ -85,3 +85,19 @@ _Z = np.zeros((3, 4), np.float32)
 def test_bad_input_raises(kw, match):
     with pytest.raises((ValueError, TypeError), match=match):
         _core.inner_products(**kw)
+
+
+def test_packed_panels_give_the_same_bits_and_prefixes_of_panels_are_prefixes_of_columns():
+    rng = np.random.default_rng(11)
+    rows = rng.standard_normal((70, 24)).astype(np.float32)
+    cols = rng.standard_normal((24, 96)).astype(np.float32)
+    panels = np.ascontiguousarray(cols.reshape(24, 6, 16).transpose(1, 0, 2))   # (P, d, 16)
+    want = _core.inner_products(rows, cols)
+    for lv in LEVELS:
+        np.testing.assert_array_equal(_core.inner_products(rows, panels, level=lv), want)
+    np.testing.assert_array_equal(_core.inner_products(rows, panels[:2]), want[:, :32])
+    np.testing.assert_array_equal(_core.inner_products(rows[:3], panels), want[:3])   # few rows: no repacking
+    with pytest.raises(ValueError, match="packed panels"):
+        _core.inner_products(rows, np.zeros((2, 24, 8), np.float32))
+    with pytest.raises(ValueError, match="packed panels"):
+        _core.inner_products(rows, np.zeros((24, 2, 16), np.float32).transpose(1, 0, 2))

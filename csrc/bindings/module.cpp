@@ -1011,8 +1011,17 @@ PYBIND11_MODULE(_core, m) {
                 return py::reinterpret_borrow<py::array>(obj);
             };
             py::array columns = as_float_array(columns_obj, "columns");
-            const size_t column_stride = require_float_rows(columns, "columns");
-            const py::ssize_t d = columns.shape(0), K = columns.shape(1);
+            // (P, d, 16) C-contiguous: columns packed in panels (csrc/drq/inner_products.h).
+            const bool packed = columns.ndim() == 3;
+            constexpr py::ssize_t kPanel = static_cast<py::ssize_t>(drq::kInnerProductsPanel);
+            if (packed && (columns.shape(2) != kPanel || !(columns.flags() & py::array::c_style) ||
+                           !(columns.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))) {
+                throw std::invalid_argument("columns: expected (d, K) or packed panels (P, d, 16) C-contiguous, got " +
+                                            describe_array(columns));
+            }
+            const size_t column_stride = packed ? 0 : require_float_rows(columns, "columns");
+            const py::ssize_t d = columns.shape(packed ? 1 : 0);
+            const py::ssize_t K = packed ? columns.shape(0) * kPanel : columns.shape(1);
             if (K < 1 || d < 1) {
                 throw std::invalid_argument("columns: expected shape (d, K) with d >= 1, K >= 1, got " +
                                             describe_array(columns));
@@ -1044,15 +1053,24 @@ PYBIND11_MODULE(_core, m) {
             float* out_data = static_cast<float*>(out.mutable_data());
             const int nthreads = drq::get_num_threads();
             run_interruptible([&](const drq::InterruptCallback& interrupt) {
-                drq::inner_products(data_of<float>(rows), static_cast<size_t>(n), row_stride, data_of<float>(columns),
-                                    static_cast<size_t>(K), column_stride, static_cast<size_t>(d), out_data,
-                                    out_stride, interrupt, nthreads, level);
+                if (packed) {
+                    drq::inner_products_packed(data_of<float>(rows), static_cast<size_t>(n), row_stride,
+                                               data_of<float>(columns), static_cast<size_t>(columns.shape(0)),
+                                               static_cast<size_t>(d), out_data, out_stride, interrupt, nthreads,
+                                               level);
+                } else {
+                    drq::inner_products(data_of<float>(rows), static_cast<size_t>(n), row_stride,
+                                        data_of<float>(columns), static_cast<size_t>(K), column_stride,
+                                        static_cast<size_t>(d), out_data, out_stride, interrupt, nthreads, level);
+                }
             });
             return out;
         },
         py::arg("rows"), py::arg("columns"), py::arg("out") = py::none(), py::arg("level") = py::none(),
         "out = rows @ columns (csrc/drq/inner_products.h): rows float32 (n, d), columns float32 (d, K)\n"
-        "(e.g. codewords transposed), out float32 (n, K); each row of rows and of columns contiguous,\n"
+        "(e.g. codewords transposed), or the same packed in panels, float32 (P, d, 16) C-contiguous with\n"
+        "panels[p, t, c] = columns[t, 16 p + c] and K = 16 P (packed once by a caller that reuses them);\n"
+        "out float32 (n, K); each row of rows and of columns contiguous,\n"
         "the rows may be apart (column slices such as z[:, 1:129] need no copy). out: None, or a float32\n"
         "(n, K) array (rows contiguous, may be apart) written in place and returned. One fixed summation\n"
         "order (bit-identical at every SIMD level and thread count), on the core's threads (no BLAS\n"

@@ -17,7 +17,7 @@ constexpr size_t kBlockRows = 64;
 // of a wide matrix are K floats apart, so a 16-column block touches one cache line per dimension,
 // all in the same few L1 sets when K * 4 is a multiple of 4 KB (strided: 25 GFMA/s on 2 Zen 3
 // cores at d = 64, K = 1024; packed: see inner_products_avx2.cpp).
-constexpr size_t kPanel = 16;
+constexpr size_t kPanel = kInnerProductsPanel;
 constexpr size_t kPackMinRows = 16;
 
 InnerProductsFn inner_products_for(SimdLevel level) {
@@ -33,57 +33,93 @@ InnerProductsFn inner_products_for(SimdLevel level) {
 }
 }  // namespace
 
-void inner_products(const float* rows, size_t nrows, size_t row_stride, const float* columns, size_t K,
-                    size_t column_stride, size_t d, float* out, size_t out_stride,
-                    const InterruptCallback& interrupt, int nthreads, SimdLevel level) {
+namespace {
+
+void check_common(size_t d, size_t row_stride, size_t K, size_t out_stride, SimdLevel level) {
     if (K == 0) throw std::invalid_argument("inner_products: expected K >= 1 columns");
     if (d == 0) throw std::invalid_argument("inner_products: expected d >= 1");
-    if (row_stride < d || column_stride < K || out_stride < K) {
-        throw std::invalid_argument("inner_products: expected row_stride >= d, column_stride >= K and out_stride >= K");
+    if (row_stride < d || out_stride < K) {
+        throw std::invalid_argument("inner_products: expected row_stride >= d and out_stride >= K");
     }
     if (!simd_level_supported(level)) {
         throw std::invalid_argument(std::string("inner_products: SIMD level ") + simd_level_name(level) +
                                     " is not supported on this CPU");
     }
-    if (nrows == 0) return;
-    if (rows == nullptr || columns == nullptr || out == nullptr) {
-        throw std::invalid_argument("inner_products: null array");
-    }
+}
+
+// Rows split in items over the threads; each item runs the kernel on every panel (panels given)
+// or on the strided columns (panels == nullptr).
+void run_items(const float* rows, size_t nrows, size_t row_stride, const float* columns, size_t K,
+               size_t column_stride, const float* panels, size_t d, float* out, size_t out_stride,
+               const InterruptCallback& interrupt, int nthreads, SimdLevel level) {
     const InnerProductsFn fn = inner_products_for(level);
     const size_t threads = static_cast<size_t>(std::max(1, nthreads));
     // Fewer rows per item for a small batch, so that every thread gets work.
     const size_t block_rows = std::max<size_t>(1, std::min(kBlockRows, (nrows + threads - 1) / threads));
     const size_t nitems = (nrows + block_rows - 1) / block_rows;
     const size_t npanels = (K + kPanel - 1) / kPanel;
-    std::unique_ptr<float[]> packed;
-    if (nrows >= kPackMinRows && npanels > 1) {
-        packed.reset(new float[npanels * d * kPanel]);
-        for (size_t p = 0; p < npanels; ++p) {
-            const size_t c0 = p * kPanel, width = std::min(kPanel, K - c0);
-            float* panel = packed.get() + p * d * kPanel;
-            for (size_t t = 0; t < d; ++t) {
-                const float* src = columns + t * column_stride + c0;
-                std::copy(src, src + width, panel + t * kPanel);
-                std::fill(panel + t * kPanel + width, panel + (t + 1) * kPanel, 0.0f);
-            }
-        }
-    }
     Interrupter interrupter(interrupt);
     parallel_for(nitems, static_cast<int>(std::min(threads, nitems)), interrupter, [&](size_t item, int) {
         const size_t begin = item * block_rows;
         const size_t count = std::min(block_rows, nrows - begin);
         const float* r = rows + begin * row_stride;
         float* o = out + begin * out_stride;
-        if (!packed) {
+        if (panels == nullptr) {
             fn(r, count, row_stride, columns, K, column_stride, d, o, out_stride);
             return;
         }
         for (size_t p = 0; p < npanels; ++p) {
             const size_t c0 = p * kPanel;
-            fn(r, count, row_stride, packed.get() + p * d * kPanel, std::min(kPanel, K - c0), kPanel, d, o + c0,
+            fn(r, count, row_stride, panels + p * d * kPanel, std::min(kPanel, K - c0), kPanel, d, o + c0,
                out_stride);
         }
     });
+}
+
+}  // namespace
+
+void pack_panels(const float* columns, size_t K, size_t column_stride, size_t d, float* panels) {
+    const size_t npanels = (K + kPanel - 1) / kPanel;
+    for (size_t p = 0; p < npanels; ++p) {
+        const size_t c0 = p * kPanel, width = std::min(kPanel, K - c0);
+        float* panel = panels + p * d * kPanel;
+        for (size_t t = 0; t < d; ++t) {
+            const float* src = columns + t * column_stride + c0;
+            std::copy(src, src + width, panel + t * kPanel);
+            std::fill(panel + t * kPanel + width, panel + (t + 1) * kPanel, 0.0f);
+        }
+    }
+}
+
+void inner_products(const float* rows, size_t nrows, size_t row_stride, const float* columns, size_t K,
+                    size_t column_stride, size_t d, float* out, size_t out_stride,
+                    const InterruptCallback& interrupt, int nthreads, SimdLevel level) {
+    check_common(d, row_stride, K, out_stride, level);
+    if (column_stride < K) throw std::invalid_argument("inner_products: expected column_stride >= K");
+    if (nrows == 0) return;
+    if (rows == nullptr || columns == nullptr || out == nullptr) {
+        throw std::invalid_argument("inner_products: null array");
+    }
+    const size_t npanels = (K + kPanel - 1) / kPanel;
+    std::unique_ptr<float[]> packed;
+    if (nrows >= kPackMinRows && npanels > 1) {
+        packed.reset(new float[npanels * d * kPanel]);
+        pack_panels(columns, K, column_stride, d, packed.get());
+    }
+    run_items(rows, nrows, row_stride, columns, K, column_stride, packed.get(), d, out, out_stride, interrupt,
+              nthreads, level);
+}
+
+void inner_products_packed(const float* rows, size_t nrows, size_t row_stride, const float* panels, size_t npanels,
+                           size_t d, float* out, size_t out_stride, const InterruptCallback& interrupt, int nthreads,
+                           SimdLevel level) {
+    const size_t K = npanels * kPanel;
+    check_common(d, row_stride, K, out_stride, level);
+    if (nrows == 0) return;
+    if (rows == nullptr || panels == nullptr || out == nullptr) {
+        throw std::invalid_argument("inner_products: null array");
+    }
+    run_items(rows, nrows, row_stride, nullptr, K, kPanel, panels, d, out, out_stride, interrupt, nthreads, level);
 }
 
 }  // namespace drq

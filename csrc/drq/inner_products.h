@@ -29,6 +29,19 @@ void inner_products(const float* rows, size_t nrows, size_t row_stride, const fl
                     size_t column_stride, size_t d, float* out, size_t out_stride,
                     const InterruptCallback& interrupt, int nthreads, SimdLevel level);
 
+// Columns packed in panels of kInnerProductsPanel: panel p holds columns p * 16 .. p * 16 + 15 as
+// d rows of 16 contiguous floats (panels * d * 16 floats; the last panel zero-padded past K).
+// inner_products packs strided columns itself for each call of 16 rows or more; a caller that
+// reuses the same columns (the query tables of a model) packs them once with pack_panels and
+// calls inner_products_packed, whose K is npanels * 16 (prefixes of whole panels are valid).
+constexpr size_t kInnerProductsPanel = 16;
+//   columns: as above; panels (out): ceil(K / 16) * d * 16 floats
+void pack_panels(const float* columns, size_t K, size_t column_stride, size_t d, float* panels);
+//   panels: npanels * d * 16 floats; out: nrows rows of npanels * 16 floats, out_stride apart
+void inner_products_packed(const float* rows, size_t nrows, size_t row_stride, const float* panels, size_t npanels,
+                           size_t d, float* out, size_t out_stride, const InterruptCallback& interrupt, int nthreads,
+                           SimdLevel level);
+
 // One block of rows, single-threaded (same arguments as above):
 // the scalar reference and the AVX2 kernel, which must agree bit for bit.
 using InnerProductsFn = void (*)(const float* rows, size_t nrows, size_t row_stride, const float* columns,

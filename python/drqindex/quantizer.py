@@ -30,6 +30,9 @@ QUERY_CHUNK = 4096
 _PER_ITERATION_CHUNK = 4096
 
 
+# Columns per panel of _core.inner_products' packed layout (csrc/drq/inner_products.h).
+_PANEL = 16
+
 # |basis^T basis - I| allowed in a Subspace: the r-dimensional distances equal the d-dimensional
 # ones only for orthonormal columns (float32 eigenvectors are orthonormal to ~1e-6).
 _ORTHONORMAL_TOL = 1e-3
@@ -153,6 +156,10 @@ class DRQQuantizer:
                         ones[0, :self.K] = 1.0
                         block = np.vstack([ones, block])
                     block = np.ascontiguousarray(block, dtype=np.float32)
+                    if self.K % _PANEL == 0:
+                        # Packed once in the core's panels (P, rows, 16): a prefix of iterations is
+                        # a prefix of panels, and no call repacks the block.
+                        block = np.ascontiguousarray(block.reshape(block.shape[0], -1, _PANEL).transpose(1, 0, 2))
                     self._sub_blocks.append((j, e, r_j, block))
                     j = e
 
@@ -317,8 +324,8 @@ class DRQQuantizer:
                     break
                 e = min(e, m)
                 lead = 0 if j == 0 else 1  # the first block also reads <q, mean>
-                _core.inner_products(z[:, lead:1 + r_j], block[:, :(e - j) * self.K],
-                                     out=flat[:, j * self.K:e * self.K])
+                cols = block[:(e - j) * self.K // _PANEL] if block.ndim == 3 else block[:, :(e - j) * self.K]
+                _core.inner_products(z[:, lead:1 + r_j], cols, out=flat[:, j * self.K:e * self.K])
         elif self.per_iteration:
             m = self.M if iters is None else iters
             flat = self.codebook[:m].reshape(m * self.K, self.d)
