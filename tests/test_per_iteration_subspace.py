@@ -168,6 +168,10 @@ def test_schedule_survives_the_file_and_is_validated():
     assert back.quantizer.subspace_dims_per_iteration.tolist() == [4, 4, 7, 7, 10]
     xq = _data(20, seed=8)
     np.testing.assert_array_equal(back.search(xq, 5, iters=3)[1], index.search(xq, 5, iters=3)[1])
+    # a schedule whose last dims reach d still nests its first iterations (basis: a rotation of R^d)
+    cb, _, info = train_drq(x, _cfg(iters=3, per_iteration_subspace_dims=((2, 4), (None, 2 * D))))
+    assert isinstance(cb, Subspace) and cb.basis.shape == (D, D) and info["subspace_dims_per_iteration"] == [4, 4, D]
+    assert (cb.codebooks[:2, :, 4:] == 0).all() and (cb.codebooks[2, :, D - 1] != 0).any()
     for bad in (((2, 4),), ((2, 4), (2, 7), (None, 10)), ((2, 0), (None, 10)), "4"):
         with pytest.raises(ValueError, match="per_iteration_subspace_dims: expected an int >= 1 or a sequence"):
             _cfg(per_iteration_subspace_dims=bad)

@@ -258,11 +258,6 @@ def schedule_at(schedule, m: int) -> int:
     raise AssertionError("a validated schedule ends with (None, value)")  # pragma: no cover
 
 
-def per_iteration_sample_at(schedule, m: int) -> int:
-    """Sample size for 0-based iteration m under a validated per_iteration_sample."""
-    return schedule_at(schedule, m)
-
-
 # --------------------------------------------------------------------------- input checks
 def _check_x(x, K: int) -> np.ndarray:
     if not isinstance(x, np.ndarray):

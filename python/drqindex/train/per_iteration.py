@@ -119,7 +119,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .drq import DRQTrainConfig, _kmeans, per_iteration_sample_at, schedule_at
+from .drq import DRQTrainConfig, _kmeans, schedule_at
 
 # Rows per chunk of the assignment step: bounds the (chunk, K) score block.
 _ASSIGN_CHUNK = 8192
@@ -283,7 +283,7 @@ def train_per_iteration(x: np.ndarray, cfg: DRQTrainConfig):
         # the query tables of the first iterations need only the first coordinates of B^T q).
         dims_m = [d if schedule is None else min(d, schedule_at(schedule, m)) for m in range(M)]
         dims = max(dims_m)
-        subspace = dims < d
+        subspace = min(dims_m) < d     # a schedule ending at >= d still nests its first iterations
         tail_error = 0.0           # mean squared norm of the rows outside the subspace
         if subspace:
             mean, basis = _principal_subspace(R, dims)
@@ -299,7 +299,7 @@ def train_per_iteration(x: np.ndarray, cfg: DRQTrainConfig):
         stop_reason = "completed"
         samples = []
         for m in range(M):
-            sample = min(n, per_iteration_sample_at(cfg.per_iteration_sample, m))
+            sample = min(n, schedule_at(cfg.per_iteration_sample, m))
             samples.append(sample)
             t_m = time.monotonic()
             niter, full_rounds = cfg.per_iteration_kmeans_iters, cfg.per_iteration_full_rounds
