@@ -76,6 +76,26 @@ PAIRED_ROUNDS = 7
 REFERENCE = {8: (0.508, 15.6e3), 16: (0.587, 24e3), 32: (0.659, 7.1e3), 64: (0.769, 4.2e3)}
 
 
+def parse_subspace_dims(text: str):
+    """'none' -> None, '256' -> 256, '4:64,8:128,256' -> ((4, 64), (8, 128), (None, 256)); the trainer
+    validates the result (DRQTrainConfig)."""
+    text = text.strip().lower()
+    if text == "none":
+        return None
+    try:
+        parts = [p.split(":") for p in text.split(",")]
+        if len(parts) == 1 and len(parts[0]) == 1:
+            return int(parts[0][0])
+        out = tuple((int(p[0]), int(p[1])) if len(p) == 2 else (None, int(p[0])) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'none', an int or until:dims pairs such as '4:64,8:128,256', "
+                                         f"got {text!r}") from None
+    if any(len(p) > 2 for p in parts) or any(u is None for u, _ in out[:-1]) or out[-1][0] is not None:
+        raise argparse.ArgumentTypeError(f"expected until:dims pairs ending with a bare dims, e.g. '4:64,8:128,256', "
+                                         f"got {text!r}")
+    return out
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
@@ -94,6 +114,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--codebooks", choices=["shared", "per_iteration"], default="per_iteration",
                    help="IndexIVFDRQ codebook form (drqindex.IndexDRQ's codebooks argument)")
+    p.add_argument("--subspace-dims", type=parse_subspace_dims, default=SUBSPACE_DIMS,
+                   help="the trainer's per_iteration_subspace_dims: 'none' (all d), an int, or until:dims pairs "
+                        "ending with dims, e.g. '4:64,8:128,256' (the default)")
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cache-dir", default=None)
@@ -282,7 +305,7 @@ def trained_index(args, info, xb):
     index = drqindex.IndexIVFDRQ(faiss.IndexFlatL2(xb.shape[1]), xb.shape[1], args.nlist, iters=max(ITERS),
                                  codebooks=args.codebooks, train_config={
                                      "max_seconds": args.train_seconds, "num_threads": args.threads, "seed": 0,
-                                     "per_iteration_subspace_dims": SUBSPACE_DIMS})
+                                     "per_iteration_subspace_dims": args.subspace_dims})
     with Timer() as t:
         index.train(xb)
     info["drq_train_s"] = t.s

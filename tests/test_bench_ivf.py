@@ -124,3 +124,17 @@ def test_paired_retiming_alternates_only_the_close_calls():
     assert first[0] == ("pq", 8, 1) and first[1] == ("drq", 4, 1)   # 120 q/s: the fastest reaching 0.39
     r = out[0]
     assert r["rounds"] == 3 and r["ratio_min"] <= r["ratio_median"] <= r["ratio_max"] and r["drq"]["iters"] == 4
+
+
+@pytest.mark.parametrize("text, want", [("none", None), ("256", 256), ("4:64,8:128,256", ((4, 64), (8, 128), (None, 256)))])
+def test_subspace_dims_option_parses(text, want):
+    bench = load_bench()
+    assert bench.parse_args(["--subspace-dims", text]).subspace_dims == want
+    assert bench.parse_args([]).subspace_dims == bench.SUBSPACE_DIMS
+
+
+@pytest.mark.parametrize("text", ["4:64", "4:64,x", "4:64:2,256", "64,256"])
+def test_subspace_dims_option_refuses_malformed_schedules(text):
+    bench = load_bench()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--subspace-dims", text])

@@ -93,7 +93,8 @@ the greedy codes hardly reach those directions anyway.
 Nested schedule (per_iteration_subspace_dims = ((until, dims), ...)): iteration m's k-means and
 assignment use only the first dims_m principal coordinates (its codebook is zero beyond them,
 which the quantizer detects and uses to shorten the query tables). IndexIVFDRQ(nlist 1024, M = 64)
-on the Fashion-MNIST residuals, 10-R@10 of all 10k queries (scratch script, 2 threads):
+on the Fashion-MNIST residuals, 10-R@10 of all 10k queries (scratch script, 2 threads; the same
+points come out of `benchmarks/bench_ivf.py --subspace-dims 256 | 4:64,8:128,256 | 8:64,16:128,256`):
     schedule                          iters 6 nprobe 1 / 2   iters 16 nprobe 16   iters 64 nprobe 64
     256 for all                       0.383 / 0.469          0.683                0.839
     ((4, 64), (8, 128), (None, 256))  0.377 / 0.461          0.673                0.835
